@@ -19,3 +19,15 @@ def reference_file(name):
         pytest.skip(f'reference data {name} not found in {reference_dir()} '
                     f'(set PARTIALNET_REFERENCE_DIR to the folder holding it)')
     return path
+
+
+def run_tool(name, *argv):
+    """Run ``tools/<name>`` in this process as ``python tools/<name> argv...`` would."""
+    import runpy
+    import sys
+    saved = sys.argv
+    sys.argv = [osp.join(ROOT, 'tools', name), *map(str, argv)]
+    try:
+        return runpy.run_path(sys.argv[0], run_name='__main__')
+    finally:
+        sys.argv = saved

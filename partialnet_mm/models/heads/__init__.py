@@ -1,0 +1,3 @@
+from .partialnet_head import PartialNetClsHead
+
+__all__ = ['PartialNetClsHead']

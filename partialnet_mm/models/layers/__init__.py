@@ -1,0 +1,9 @@
+from .irpe import EuclideanRelativePositionBias
+from .partial_conv import (PartialChannelAttention, PartialConv, PartialSelfAttention,
+                           PATChannel, PATSelfAttention, PATSpatial, partial_channels)
+
+__all__ = [
+    'EuclideanRelativePositionBias', 'PartialConv', 'PartialChannelAttention',
+    'PartialSelfAttention', 'PATChannel', 'PATSelfAttention', 'PATSpatial',
+    'partial_channels'
+]

@@ -1,0 +1,206 @@
+"""PartialNet backbone: registries, options an mmdet/mmseg user expects, blocks, any input size."""
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from partialnet_mm import PartialNet, partialnet_channels
+from partialnet_mm.models.layers import (EuclideanRelativePositionBias, PartialConv,
+                                         PATChannel)
+
+ALL_ARCHS = ('t0', 't1', 't2', 's', 'm', 'l')
+# A tiny arch for fast behavioural tests; exercises PAT_sp and PAT_sf like the presets.
+TINY = dict(embed_dims=16, depths=(1, 1, 2, 1), use_spatial_attn=True,
+            act_cfg=dict(type='GELU'))
+
+
+def randomize_bn_stats(model, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, _BatchNorm):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+
+
+@pytest.mark.parametrize('scope', ['mmdet', 'mmseg', 'mmpretrain'])
+def test_builds_through_each_library_registry(scope):
+    import importlib
+
+    from mmengine.registry import DefaultScope
+    registry = importlib.import_module(f'{scope}.registry').MODELS
+    with DefaultScope.overwrite_default_scope(scope):
+        model = registry.build(dict(type='PartialNet', arch='t0'))
+    assert isinstance(model, PartialNet)
+    assert model.out_channels == [32, 64, 128, 256]
+
+
+def test_arch_presets_and_channels():
+    assert partialnet_channels('t2') == [64, 128, 256, 512]
+    assert partialnet_channels('l', out_indices=(1, 3)) == [320, 1280]
+    model = PartialNet(arch='s', out_indices=(2, 3))
+    assert model.out_channels == [384, 768]
+    assert model.arch['act_cfg']['type'] == 'ReLU'
+    assert PartialNet(arch='t1').arch['use_spatial_attn'] is True
+    custom = PartialNet(arch=dict(embed_dims=[16, 32, 48, 64], depths=[1, 1, 1, 1]))
+    assert custom.out_channels == [16, 32, 48, 64]
+
+
+@pytest.mark.parametrize('arch', ALL_ARCHS)
+def test_any_input_size_runs_through_every_variant(arch):
+    model = PartialNet(arch=arch).eval()
+    with torch.no_grad():
+        outs = model(torch.rand(1, 3, 250, 333))
+    # strides follow conv arithmetic: floor(250/4)=62, then halving with floor
+    assert [tuple(o.shape[2:]) for o in outs] == [(62, 83), (31, 41), (15, 20), (7, 10)]
+    assert [o.shape[1] for o in outs] == model.out_channels
+    assert all(torch.isfinite(o).all() for o in outs)
+
+
+def test_out_indices_and_forward_shapes():
+    model = PartialNet(arch=TINY, out_indices=(1, 3)).eval()
+    outs = model(torch.rand(2, 3, 64, 96))
+    assert [tuple(o.shape) for o in outs] == [(2, 32, 8, 12), (2, 128, 2, 3)]
+    assert hasattr(model, 'norm1') and hasattr(model, 'norm3') and not hasattr(model, 'norm0')
+    assert [tuple(o.shape) for o in PartialNet(arch=TINY, out_indices=(-1, ))(
+        torch.rand(2, 3, 64, 64))] == [(2, 128, 2, 2)]
+
+
+@pytest.mark.parametrize('frozen_stages', [-1, 0, 1, 2, 4])
+def test_frozen_stages_freeze_exactly_what_they_say(frozen_stages):
+    model = PartialNet(arch=TINY, frozen_stages=frozen_stages)
+    model.train()
+    frozen_prefixes = ([] if frozen_stages < 0 else ['stem.'] +
+                       [f'stages.{i}.' for i in range(frozen_stages)] +
+                       [f'norm{i}.' for i in range(frozen_stages)])
+    for name, param in model.named_parameters():
+        should_freeze = any(name.startswith(p) for p in frozen_prefixes)
+        assert param.requires_grad == (not should_freeze), name
+    for name, module in model.named_modules():
+        if isinstance(module, _BatchNorm):
+            should_freeze = any((name + '.').startswith(p) for p in frozen_prefixes)
+            assert module.training == (not should_freeze), name
+    # frozen BN statistics do not move in a training step; the others do
+    before = copy.deepcopy(model.state_dict())
+    model(torch.rand(2, 3, 64, 64))
+    after = model.state_dict()
+    for key in before:
+        if key.endswith('running_mean'):
+            frozen = any(key.startswith(p) for p in frozen_prefixes)
+            assert torch.equal(before[key], after[key]) == frozen, key
+
+
+def test_norm_eval_keeps_bn_statistics_fixed():
+    model = PartialNet(arch=TINY, norm_eval=True)
+    model.train()
+    assert all(not m.training for m in model.modules() if isinstance(m, _BatchNorm))
+    assert any(m.training for m in model.modules() if isinstance(m, nn.Dropout))
+    before = copy.deepcopy(model.state_dict())
+    model(torch.rand(2, 3, 64, 64))
+    for key, value in model.state_dict().items():
+        if 'running' in key:
+            assert torch.equal(before[key], value), key
+
+
+def test_with_cp_gives_same_outputs_and_gradients():
+    torch.manual_seed(0)
+    plain = PartialNet(arch=TINY, drop_path_rate=0.2, attn_drop_rate=0.1)
+    plain.init_weights()
+    ckpt = PartialNet(arch=TINY, drop_path_rate=0.2, attn_drop_rate=0.1, with_cp=True)
+    ckpt.load_state_dict(plain.state_dict())
+    x = torch.rand(2, 3, 64, 64)
+    results = []
+    for model in (plain, ckpt):
+        model.train()
+        torch.manual_seed(123)  # same dropout / drop-path draws
+        inp = x.clone().requires_grad_(True)
+        outs = model(inp)
+        sum((o * (i + 1)).sum() for i, o in enumerate(outs)).backward()
+        results.append((outs, inp.grad, {n: p.grad for n, p in model.named_parameters()}))
+    (outs_a, gin_a, grads_a), (outs_b, gin_b, grads_b) = results
+    for a, b in zip(outs_a, outs_b):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(gin_a, gin_b)
+    for name in grads_a:
+        torch.testing.assert_close(grads_a[name], grads_b[name], msg=name)
+
+
+def test_pconv_slicing_is_the_same_function():
+    conv = PartialConv(32, 8)
+    slicing = PartialConv(32, 8, forward_type='slicing')
+    slicing.load_state_dict(conv.state_dict())
+    x = torch.rand(2, 32, 9, 11)
+    x_copy = x.clone()
+    torch.testing.assert_close(conv(x), slicing(x), rtol=0, atol=0)
+    assert torch.equal(x, x_copy), 'slicing must not modify its input (residual uses it)'
+    # untouched channels pass through bit for bit
+    assert torch.equal(slicing(x)[:, 8:], x[:, 8:])
+
+
+def test_pat_channel_attention_is_partial():
+    """PAT_ch convolves the first C/4 channels; the rest never see the 3x3 conv."""
+    block = PATChannel(16, 4).eval()
+    randomize_bn_stats(block)
+    x = torch.rand(1, 16, 6, 6)
+    y = block(x)
+    x2 = x.clone()
+    x2[:, :4] += 1  # change only the convolved part
+    assert torch.equal(block(x2)[:, 4:], y[:, 4:])
+
+
+def test_irpe_buckets_cached_and_exact():
+    rpe = EuclideanRelativePositionBias(num_heads=2)
+    ids = rpe.bucket_ids(7, 32, torch.device('cpu'))
+    assert ids.shape == (224, 224)
+    assert rpe.bucket_ids(7, 32, torch.device('cpu')) is ids  # cached per size
+    assert ids[0, 0] == 40  # distance 0 -> bucket beta
+    assert ids[0, 5] == 45  # 5 columns apart
+    # (0,0) to (6,31): d = round(sqrt(36 + 961)) = 32 > alpha: logarithmic branch
+    import math
+    expected = round(20 + math.log(32 / 20) / math.log(8) * 20)
+    assert ids[0, 223] == 40 + expected
+    assert ids.max() <= 80 and ids.min() >= 40
+    with torch.no_grad():
+        rpe.bias_table.copy_(torch.arange(162.).view(2, 81))
+    bias = rpe((7, 32))
+    assert bias.shape == (1, 2, 224, 224)
+    assert bias[0, 1, 0, 5] == 81 + 45
+
+
+def test_default_init_follows_the_authors():
+    model = PartialNet(arch=TINY)
+    model.init_weights()
+    conv = model.stages[1].blocks[0].mlp.fc1
+    assert conv.weight.std().item() == pytest.approx(0.02, rel=0.2)
+    assert abs(conv.weight.mean().item()) < 0.005
+    attn = model.stages[3].blocks[0].spatial_mixing.attn
+    assert torch.equal(attn.proj.bias, torch.zeros_like(attn.proj.bias))
+    assert torch.equal(attn.rpe.bias_table, torch.zeros_like(attn.rpe.bias_table))
+    assert torch.equal(attn.norm.weight, torch.ones_like(attn.norm.weight))
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(arch='t9'), r"Unknown PartialNet arch 't9'.*\['l', 'm', 's', 't0', 't1', 't2'\]"),
+    (dict(arch=dict(depths=(1, 1, 1, 1))), r"missing \['embed_dims'\]"),
+    (dict(arch=dict(embed_dims=16, depths=(1, 1, 1, 1), heads=2)), r"unknown keys \['heads'\]"),
+    (dict(arch=dict(embed_dims=18, depths=(1, 1, 1, 1))), r'18 channels cannot be split into '
+     r'n_div=4'),
+    (dict(arch=dict(embed_dims=16, depths=(1, 1, 1, 1), num_heads=5)), r'5 heads cannot share'),
+    (dict(arch='t0', out_indices=(0, 4)), r'out_indices \(0, 4\) out of range'),
+    (dict(arch='t0', frozen_stages=5), r'frozen_stages must be in \[-1, 4\]'),
+])
+def test_bad_arguments_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        PartialNet(**kwargs)
+
+
+@pytest.mark.parametrize('shape, match', [
+    ((1, 1, 64, 64), r'built for 3 input channels but got 1'),
+    ((3, 64, 64), r'expects a 4-D \(N, C, H, W\) tensor, got \(3, 64, 64\)'),
+    ((1, 3, 24, 64), r'smaller than its total stride 32'),
+])
+def test_bad_inputs_are_named(shape, match):
+    model = PartialNet(arch=TINY)
+    with pytest.raises(ValueError, match=match):
+        model(torch.rand(*shape))

@@ -1,0 +1,136 @@
+"""Checkpoint conversion and pretrained loading: formats, inference, loud failures."""
+import json
+import warnings
+from collections import OrderedDict
+
+import pytest
+import torch
+from conftest import reference_file, run_tool
+from mmengine.runner import load_checkpoint
+
+from partialnet_mm import PartialNet, convert_state_dict
+from partialnet_mm.checkpoint import CheckpointError
+
+
+def authors_state_dict(arch, det_norms=True, seed=0):
+    """Random weights with exactly the authors' keys and shapes (from the manifest)."""
+    manifest = json.load(open(reference_file(f'partialnet_{arch}_manifest.json')))
+    shapes = dict(manifest['cls_state_dict_shapes'])
+    if det_norms:
+        shapes.update(manifest['det_extra_state_dict_shapes'])
+    g = torch.Generator().manual_seed(seed)
+    return OrderedDict((k, torch.rand(s, generator=g) if s else torch.tensor(0))
+                       for k, s in shapes.items())
+
+
+class HyperParameters(dict):
+    """Stands for PyTorch-Lightning's AttributeDict: a class weights_only refuses."""
+
+
+def test_lightning_checkpoint_converts_without_running_its_objects(tmp_path):
+    weights = authors_state_dict('t0')
+    ckpt = dict(epoch=299, state_dict=OrderedDict((f'model.{k}', v) for k, v in weights.items()),
+                hyper_parameters=HyperParameters(lr=0.004))
+    src, dst = tmp_path / 'partialnet_t0.ckpt', tmp_path / 'out.pth'
+    torch.save(ckpt, src)
+    with pytest.warns(UserWarning, match='inert stand-ins.*HyperParameters'):
+        run_tool('convert_checkpoint.py', src, dst, '--backbone-only', '--arch', 't0')
+    converted = torch.load(dst, weights_only=True)
+    assert converted['meta']['arch'] == 't0'
+    model = PartialNet(arch='t0')
+    load_checkpoint(model, str(dst), strict=True)
+    assert torch.equal(model.stem.conv.weight, weights['patch_embed.proj.weight'])
+
+
+def test_default_output_is_an_image_classifier_checkpoint():
+    weights = authors_state_dict('t1', det_norms=False)
+    converted, info = convert_state_dict(dict(state_dict=weights))
+    assert info == dict(arch='t1', num_classes=1000, with_out_norm=False, dropped=[])
+    assert all(k.startswith(('backbone.', 'head.')) for k in converted)
+    assert torch.equal(converted['head.feat_proj.weight'], weights['avgpool_pre_head.1.weight'])
+    assert torch.equal(converted['head.fc.bias'], weights['head.bias'])
+    assert torch.equal(converted['backbone.stages.3.blocks.1.mlp.spatial_attn.proj.weight'],
+                       weights['stages.6.blocks.1.mlp.4.conv.weight'])
+    assert torch.equal(converted['backbone.stages.2.downsample.conv.weight'],
+                       weights['stages.3.reduction.weight'])
+
+
+def test_unknown_keys_are_named():
+    weights = authors_state_dict('t0')
+    weights['stages.0.blocks.0.layer_scale'] = torch.ones(32)
+    with pytest.raises(CheckpointError, match=r"stages\.0\.blocks\.0\.layer_scale"):
+        convert_state_dict(weights)
+
+
+def test_shape_mismatch_is_named():
+    weights = authors_state_dict('t0')
+    weights['stages.4.blocks.3.mlp.0.weight'] = torch.rand(10, 128, 1, 1)
+    with pytest.raises(CheckpointError,
+                       match=r'stages\.2\.blocks\.3\.mlp\.fc1\.weight: checkpoint \(10, 128, 1, 1\)'
+                       r' vs model \(256, 128, 1, 1\)'):
+        convert_state_dict(weights)
+
+
+def test_asserted_arch_must_match(tmp_path):
+    with pytest.raises(CheckpointError, match=r'not PartialNet-t2.*PartialNet-t0'):
+        convert_state_dict(authors_state_dict('t0'), arch='t2')
+    src = tmp_path / 'w.pth'
+    torch.save(authors_state_dict('t0'), src)
+    with pytest.raises(SystemExit, match=r'not PartialNet-s.*PartialNet-t0'):
+        run_tool('convert_checkpoint.py', src, tmp_path / 'o.pth', '--arch', 's')
+
+
+def test_our_own_checkpoint_is_not_converted_twice():
+    ours, _ = convert_state_dict(authors_state_dict('t0'), backbone_only=True)
+    with pytest.raises(CheckpointError, match='already uses our key names'):
+        convert_state_dict(ours)
+
+
+def test_pretrained_init_from_a_classifier_with_prefix(tmp_path):
+    classifier, _ = convert_state_dict(authors_state_dict('t0', det_norms=False))
+    path = tmp_path / 'cls.pth'
+    torch.save(dict(state_dict=classifier), path)
+    model = PartialNet(arch='t0', init_cfg=dict(type='Pretrained', checkpoint=str(path),
+                                                prefix='backbone.'))
+    with pytest.warns(UserWarning, match=r"20 backbone tensors are not in .*\['norm0\."):
+        model.init_weights()
+    assert torch.equal(model.stages[3].blocks[0].spatial_mixing.attn.qkv.weight,
+                       classifier['backbone.stages.3.blocks.0.spatial_mixing.attn.qkv.weight'])
+
+
+def test_pretrained_init_converts_authors_weights_on_the_fly(tmp_path):
+    weights = authors_state_dict('t0')
+    path = tmp_path / 'authors.pth'
+    torch.save(dict(model=weights), path)
+    model = PartialNet(arch='t0', init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # nothing missing: no warning at all
+        model.init_weights()
+    assert torch.equal(model.norm2.running_var, weights['norm4.running_var'])
+
+
+def test_pretrained_init_names_the_variant_it_looks_like(tmp_path):
+    path = tmp_path / 't1.pth'
+    torch.save(authors_state_dict('t1'), path)
+    model = PartialNet(arch='t0', init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    with pytest.raises(CheckpointError, match=r'PartialNet-t0; the checkpoint looks like '
+                       r'PartialNet-t1.*shape mismatches'):
+        model.init_weights()
+
+
+def test_pretrained_prefix_hint(tmp_path):
+    classifier, _ = convert_state_dict(authors_state_dict('t0'))
+    path = tmp_path / 'cls.pth'
+    torch.save(dict(state_dict=classifier), path)
+    model = PartialNet(arch='t0', init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    with pytest.raises(CheckpointError, match=r"prefix='backbone\.'"):
+        model.init_weights()
+
+
+def test_missing_pretrained_file_trains_from_scratch_with_one_warning(tmp_path):
+    model = PartialNet(arch='t0', init_cfg=dict(type='Pretrained',
+                                                checkpoint=str(tmp_path / 'absent.pth')))
+    with pytest.warns(UserWarning, match='not found; training t0 FROM SCRATCH') as record:
+        model.init_weights()
+    assert len([w for w in record if 'FROM SCRATCH' in str(w.message)]) == 1
+    assert model.stem.conv.weight.std().item() == pytest.approx(0.02, rel=0.3)
