@@ -5,7 +5,6 @@ from collections import OrderedDict
 import pytest
 import torch
 from conftest import reference_file, run_tool
-from mmengine.registry import MODELS
 from mmengine.runner import load_checkpoint
 
 from partialnet_mm import PartialNet, convert_state_dict
@@ -22,12 +21,15 @@ def assert_close_to_reference(ours, theirs, what):
 
 
 def build_classifier(arch, num_classes=1000):
-    import mmpretrain.models  # noqa: F401  (registers ImageClassifier)
-    return MODELS.build(
-        dict(type='mmpretrain.ImageClassifier',
-             backbone=dict(type='PartialNet', arch=arch, out_indices=(3, ),
-                           with_out_norm=False),
-             head=dict(type='PartialNetClsHead', arch=arch, num_classes=num_classes)))
+    """mmpretrain's ImageClassifier around our backbone and head, as a config builds it."""
+    from mmengine.registry import DefaultScope
+    from mmpretrain.registry import MODELS as CLS_MODELS
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        return CLS_MODELS.build(
+            dict(type='ImageClassifier',
+                 backbone=dict(type='PartialNet', arch=arch, out_indices=(3, ),
+                               with_out_norm=False),
+                 head=dict(type='PartialNetClsHead', arch=arch, num_classes=num_classes)))
 
 
 def convert_with_cli(tmp_path, state_dict, *flags):
