@@ -22,12 +22,7 @@ def reference_file(name):
 
 
 def run_tool(name, *argv):
-    """Run ``tools/<name>`` in this process as ``python tools/<name> argv...`` would."""
+    """``python tools/<name> argv...`` in this process; returns what its ``main`` returns."""
     import runpy
-    import sys
-    saved = sys.argv
-    sys.argv = [osp.join(ROOT, 'tools', name), *map(str, argv)]
-    try:
-        return runpy.run_path(sys.argv[0], run_name='__main__')
-    finally:
-        sys.argv = saved
+    module = runpy.run_path(osp.join(ROOT, 'tools', name))
+    return module['main']([str(a) for a in argv])

@@ -1,0 +1,61 @@
+# The real PartialNet-T0 Mask R-CNN config on the embedded demo data
+# (python tools/make_demo_data.py writes it): swaps only data paths, image scale, schedule
+# and class names. Trains from scratch unless checkpoints/partialnet_t0_in1k.pth exists.
+_base_ = ['../mask_rcnn_partialnet_t0_coco.py']
+
+data_root = 'data/coco_demo/'
+classes = ('circle', 'triangle', 'rectangle', 'star')
+image_scale = (256, 256)
+
+train_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=None),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='Resize', scale=image_scale, keep_ratio=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=None),
+    dict(type='Resize', scale=image_scale, keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='PackDetInputs',
+         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
+]
+train_dataloader = dict(
+    batch_size=4,
+    num_workers=1,
+    dataset=dict(data_root=data_root, metainfo=dict(classes=classes),
+                 ann_file='annotations/instances_train2017.json',
+                 data_prefix=dict(img='train2017/'), pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=4,
+    num_workers=1,
+    dataset=dict(data_root=data_root, metainfo=dict(classes=classes),
+                 ann_file='annotations/instances_val2017.json',
+                 data_prefix=dict(img='val2017/'), pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
+test_evaluator = val_evaluator
+
+model = dict(
+    roi_head=dict(
+        bbox_head=dict(num_classes=len(classes)), mask_head=dict(num_classes=len(classes))),
+    # Proposal and RoI counts matched to 256-px images with at most 6 objects (the COCO
+    # recipe samples 512 RoIs per image from 1000 proposals; on a CPU the mask head's cost per
+    # positive RoI then dominates training).
+    train_cfg=dict(rpn_proposal=dict(nms_pre=1000, max_per_img=300),
+                   rcnn=dict(sampler=dict(num=64))),
+    test_cfg=dict(rpn=dict(nms_pre=500, max_per_img=300)))
+
+# schedule: a few minutes on a 2-core CPU
+max_epochs = 4
+train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
+    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True,
+         milestones=[max_epochs - 1], gamma=0.1),
+]
+optim_wrapper = dict(optimizer=dict(lr=0.001))
+default_hooks = dict(
+    logger=dict(interval=10),
+    checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))

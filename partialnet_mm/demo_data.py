@@ -1,0 +1,229 @@
+"""Small, deterministic demo datasets in the layouts mmdet, mmseg and mmpretrain read natively.
+
+Scenes are textured backgrounds with coloured, textured shapes of several categories and
+scales that partly occlude each other. The same scene generator feeds
+
+* :func:`make_coco_demo`: COCO instance segmentation (``annotations/instances_{split}2017.json``,
+  ``{split}2017/*.jpg``), polygon masks of the *visible* part of each object;
+* :func:`make_ade20k_demo`: ADE20K layout (``images/{training,validation}/*.jpg``,
+  ``annotations/{training,validation}/*.png``), label 0 = "other" (ignored, as in ADE20K);
+* :func:`make_imagenet_demo`: ImageNet folder layout (``{train,val}/<class>/*.jpg``).
+
+A set is complete when its ``DONE.json`` marker (written last) matches the generator's
+version and parameters and every file it lists exists; anything else is deleted and
+regenerated, never half-used.
+"""
+import json
+import math
+import os
+import os.path as osp
+import shutil
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+GENERATOR_VERSION = 1
+SHAPES = ('circle', 'triangle', 'rectangle', 'star')
+MARKER = 'DONE.json'
+
+DEMO_ROOTS = dict(coco='data/coco_demo', ade20k='data/ade20k_demo',
+                  imagenet='data/imagenet_demo')
+
+
+# ---------------------------------------------------------------------------- scene synthesis
+def _texture(rng: np.random.Generator, height: int, width: int,
+             base: Optional[np.ndarray] = None) -> np.ndarray:
+    """A random texture: colour gradient, stripes or checks, and fine noise (uint8 BGR)."""
+    base = rng.uniform(30, 225, size=3) if base is None else base
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    angle = rng.uniform(0, math.pi)
+    proj = xx * math.cos(angle) + yy * math.sin(angle)
+    kind = rng.integers(3)
+    if kind == 0:  # stripes
+        pattern = np.sin(proj / rng.uniform(3, 12)) * rng.uniform(10, 35)
+    elif kind == 1:  # checks
+        cell = rng.uniform(6, 20)
+        pattern = (((xx // cell) + (yy // cell)) % 2 - 0.5) * rng.uniform(15, 40)
+    else:  # smooth gradient
+        pattern = (proj / max(height, width) - 0.5) * rng.uniform(30, 80)
+    tint = rng.uniform(-1, 1, size=3) * 0.4 + 1
+    img = base[None, None, :] + pattern[..., None] * tint[None, None, :]
+    img += rng.normal(0, rng.uniform(3, 10), size=img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _shape_polygon(rng: np.random.Generator, shape: str, center: Tuple[float, float],
+                   size: float) -> np.ndarray:
+    """Vertices (N, 2) of a shape of the given category, randomly rotated and stretched."""
+    theta = rng.uniform(0, 2 * math.pi)
+    if shape == 'circle':
+        t = np.linspace(0, 2 * math.pi, 48, endpoint=False)
+        aspect = rng.uniform(0.85, 1.15)
+        pts = np.stack([np.cos(t) * aspect, np.sin(t) / aspect], 1) * size / 2
+    elif shape == 'triangle':
+        t = theta + np.array([0, 2 * math.pi / 3, 4 * math.pi / 3]) + rng.uniform(-.2, .2, 3)
+        pts = np.stack([np.cos(t), np.sin(t)], 1) * size / 2
+    elif shape == 'rectangle':
+        aspect = rng.uniform(0.45, 0.9)
+        w, h = size / 2, size / 2 * aspect
+        pts = np.array([[-w, -h], [w, -h], [w, h], [-w, h]])
+    elif shape == 'star':
+        t = theta + np.arange(10) * math.pi / 5
+        radii = np.where(np.arange(10) % 2 == 0, 1.0, rng.uniform(0.38, 0.5)) * size / 2
+        pts = np.stack([np.cos(t) * radii, np.sin(t) * radii], 1)
+    else:
+        raise ValueError(f'unknown shape {shape!r}')
+    if shape in ('circle', 'rectangle'):
+        rot = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
+        pts = pts @ rot.T
+    return pts + np.asarray(center)[None, :]
+
+
+def _has_hole(mask: np.ndarray) -> bool:
+    _, hierarchy = cv2.findContours(mask, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    return hierarchy is not None and bool((hierarchy[0, :, 3] >= 0).any())
+
+
+def synth_scene(rng: np.random.Generator, height: int, width: int,
+                num_objects: Tuple[int, int] = (2, 6), size_range: Tuple[float, float] = (
+                    0.12, 0.45), min_visible: float = 0.45,
+                shapes: Sequence[str] = SHAPES) -> Tuple[np.ndarray, List[Tuple[int, np.ndarray]]]:
+    """One image and its objects as (category index, visible mask) pairs, back to front.
+
+    Objects are placed one by one; a placement is rejected if it would leave any object with
+    less than ``min_visible`` of its area visible or with a hole in its visible part (so
+    each visible part is exactly a set of polygons).
+    """
+    img = _texture(rng, height, width)
+    if rng.random() < 0.5:  # a second background region: a horizon at a random height
+        horizon = int(rng.uniform(0.3, 0.7) * height)
+        img[horizon:] = _texture(rng, height - horizon, width)
+    objects: List[Tuple[int, np.ndarray, np.ndarray]] = []  # (cat, full mask, colour img)
+    target = int(rng.integers(num_objects[0], num_objects[1] + 1))
+    short = min(height, width)
+    for _ in range(target * 8):
+        if len(objects) == target:
+            break
+        cat = int(rng.integers(len(shapes)))
+        size = rng.uniform(*size_range) * short
+        center = (rng.uniform(size * 0.3, width - size * 0.3),
+                  rng.uniform(size * 0.3, height - size * 0.3))
+        poly = _shape_polygon(rng, shapes[cat], center, size)
+        full = np.zeros((height, width), np.uint8)
+        cv2.fillPoly(full, [np.round(poly).astype(np.int32)], 1)
+        if full.sum() < 64:
+            continue
+        candidate = objects + [(cat, full, None)]
+        if all(_visible_ok(m, candidate[i + 1:], min_visible)
+               for i, (_, m, _) in enumerate(candidate)):
+            colour = rng.uniform(20, 235, size=3)
+            while np.abs(colour - img[int(center[1]), int(center[0])]).max() < 60:
+                colour = rng.uniform(20, 235, size=3)
+            objects.append((cat, full, _texture(rng, height, width, base=colour)))
+    for _, full, paint in objects:
+        img[full.astype(bool)] = paint[full.astype(bool)]
+    result = []
+    for i, (cat, full, _) in enumerate(objects):
+        visible = full.copy()
+        for _, later, _ in objects[i + 1:]:
+            visible[later.astype(bool)] = 0
+        result.append((cat, visible))
+    return img, result
+
+
+def _visible_ok(mask: np.ndarray, later: Sequence[tuple], min_visible: float) -> bool:
+    visible = mask.copy()
+    for _, other, _ in later:
+        visible[other.astype(bool)] = 0
+    return visible.sum() >= min_visible * mask.sum() and not _has_hole(visible)
+
+
+def mask_to_polygons(mask: np.ndarray) -> List[List[float]]:
+    """COCO polygons ([x1, y1, x2, y2, ...] per part) of a hole-free binary mask."""
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    polys = []
+    for contour in contours:
+        if len(contour) >= 3:
+            polys.append([float(v) + 0.5 for v in contour.reshape(-1)])
+    return polys
+
+
+# ---------------------------------------------------------------------------- completeness
+def _is_complete(root: str, params: dict) -> bool:
+    marker = osp.join(root, MARKER)
+    if not osp.isfile(marker):
+        return False
+    try:
+        with open(marker) as f:
+            done = json.load(f)
+    except (OSError, ValueError):
+        return False
+    if done.get('version') != GENERATOR_VERSION or done.get('params') != params:
+        return False
+    return all(osp.isfile(osp.join(root, p)) for p in done.get('files', []))
+
+
+def _prepare(root: str, params: dict, force: bool) -> bool:
+    """True if the set must be (re)generated; clears an incomplete or stale one."""
+    if not force and _is_complete(root, params):
+        return False
+    if osp.exists(root):
+        shutil.rmtree(root)
+    os.makedirs(root)
+    return True
+
+
+def _finish(root: str, params: dict, files: List[str]) -> None:
+    tmp = osp.join(root, MARKER + '.tmp')
+    with open(tmp, 'w') as f:
+        json.dump(dict(version=GENERATOR_VERSION, params=params, files=files), f)
+    os.replace(tmp, osp.join(root, MARKER))
+
+
+def _write_jpg(path: str, img: np.ndarray) -> None:
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    if not cv2.imwrite(path, img, [cv2.IMWRITE_JPEG_QUALITY, 92]):
+        raise OSError(f'could not write {path}')
+
+
+# ---------------------------------------------------------------------------- COCO
+def make_coco_demo(root: str = DEMO_ROOTS['coco'], num_train: int = 160, num_val: int = 40,
+                   image_size: Tuple[int, int] = (256, 256), seed: int = 0,
+                   force: bool = False) -> bool:
+    """COCO-format instance segmentation demo set. Returns True if it was (re)generated."""
+    params = dict(num_train=num_train, num_val=num_val, image_size=list(image_size),
+                  seed=seed, categories=list(SHAPES))
+    if not _prepare(root, params, force):
+        return False
+    height, width = image_size
+    categories = [dict(id=i + 1, name=name, supercategory='shape')
+                  for i, name in enumerate(SHAPES)]
+    files = []
+    for split, count, split_seed in (('train', num_train, seed), ('val', num_val, seed + 1)):
+        rng = np.random.default_rng(split_seed)
+        images, annotations = [], []
+        for idx in range(count):
+            img, objects = synth_scene(rng, height, width)
+            name = f'{idx:06d}.jpg'
+            _write_jpg(osp.join(root, f'{split}2017', name), img)
+            files.append(f'{split}2017/{name}')
+            images.append(dict(id=idx + 1, file_name=name, height=height, width=width))
+            for cat, mask in objects:
+                ys, xs = np.nonzero(mask)
+                annotations.append(dict(
+                    id=len(annotations) + 1, image_id=idx + 1, category_id=cat + 1,
+                    segmentation=mask_to_polygons(mask), area=float(mask.sum()),
+                    bbox=[float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1),
+                          float(ys.max() - ys.min() + 1)], iscrowd=0))
+        ann_file = f'annotations/instances_{split}2017.json'
+        os.makedirs(osp.join(root, 'annotations'), exist_ok=True)
+        with open(osp.join(root, ann_file), 'w') as f:
+            json.dump(dict(images=images, annotations=annotations, categories=categories,
+                           info=dict(description='partialnet-mm synthetic COCO demo')), f)
+        files.append(ann_file)
+    _finish(root, params, files)
+    return True
+
+
+MAKERS = dict(coco=make_coco_demo)
