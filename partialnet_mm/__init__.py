@@ -5,6 +5,7 @@ registers every model in MMEngine's root ``MODELS`` registry, which the mmdet, m
 mmpretrain registries inherit, and applies the stack glue in :mod:`partialnet_mm.compat`.
 """
 from . import compat  # noqa: F401  (first: glue the stack before anything loads checkpoints)
+from . import engine  # noqa: F401  (registers hooks)
 from .checkpoint import convert_state_dict, load_checkpoint_file
 from .models import PartialNet, PartialNetClsHead, partialnet_channels
 from .version import __version__

@@ -226,4 +226,72 @@ def make_coco_demo(root: str = DEMO_ROOTS['coco'], num_train: int = 160, num_val
     return True
 
 
-MAKERS = dict(coco=make_coco_demo)
+# ---------------------------------------------------------------------------- ADE20K layout
+ADE_CLASSES = ('background', ) + SHAPES  # labels 1..5 on disk; 0 = "other" (ignored)
+
+
+def scene_label_map(height: int, width: int, objects: List[Tuple[int, np.ndarray]],
+                    boundary: int = 1) -> np.ndarray:
+    """ADE20K-style label map: 1 = background, 2.. = shape classes, 0 = ambiguous boundary."""
+    labels = np.ones((height, width), np.uint8)
+    edges = np.zeros((height, width), np.uint8)
+    kernel = np.ones((2 * boundary + 1, 2 * boundary + 1), np.uint8)
+    for cat, mask in objects:
+        labels[mask.astype(bool)] = cat + 2
+        edges |= cv2.morphologyEx(mask, cv2.MORPH_GRADIENT, kernel)
+    labels[edges.astype(bool)] = 0
+    return labels
+
+
+def make_ade20k_demo(root: str = DEMO_ROOTS['ade20k'], num_train: int = 160, num_val: int = 40,
+                     image_size: Tuple[int, int] = (256, 256), seed: int = 0,
+                     force: bool = False) -> bool:
+    """ADE20K-layout semantic segmentation demo set. Returns True if (re)generated."""
+    params = dict(num_train=num_train, num_val=num_val, image_size=list(image_size),
+                  seed=seed, classes=list(ADE_CLASSES))
+    if not _prepare(root, params, force):
+        return False
+    height, width = image_size
+    files = []
+    for split, count, split_seed in (('training', num_train, seed + 10),
+                                     ('validation', num_val, seed + 11)):
+        rng = np.random.default_rng(split_seed)
+        os.makedirs(osp.join(root, 'annotations', split), exist_ok=True)
+        for idx in range(count):
+            img, objects = synth_scene(rng, height, width)
+            stem = f'ADE_demo_{split}_{idx:06d}'
+            _write_jpg(osp.join(root, 'images', split, stem + '.jpg'), img)
+            label_path = osp.join(root, 'annotations', split, stem + '.png')
+            if not cv2.imwrite(label_path, scene_label_map(height, width, objects)):
+                raise OSError(f'could not write {label_path}')
+            files += [f'images/{split}/{stem}.jpg', f'annotations/{split}/{stem}.png']
+    _finish(root, params, files)
+    return True
+
+
+# ---------------------------------------------------------------------------- ImageNet layout
+def make_imagenet_demo(root: str = DEMO_ROOTS['imagenet'], num_train_per_class: int = 100,
+                       num_val_per_class: int = 25, image_size: int = 96, seed: int = 0,
+                       force: bool = False) -> bool:
+    """ImageNet folder-layout classification demo set (one shape per image, the class)."""
+    params = dict(num_train_per_class=num_train_per_class,
+                  num_val_per_class=num_val_per_class, image_size=image_size, seed=seed,
+                  classes=list(SHAPES))
+    if not _prepare(root, params, force):
+        return False
+    files = []
+    for split, per_class, split_seed in (('train', num_train_per_class, seed + 20),
+                                         ('val', num_val_per_class, seed + 21)):
+        rng = np.random.default_rng(split_seed)
+        for cat, name in enumerate(SHAPES):
+            for idx in range(per_class):
+                img, _ = synth_scene(rng, image_size, image_size, num_objects=(1, 1),
+                                     size_range=(0.35, 0.8), shapes=(name, ))
+                rel = f'{split}/{name}/{name}_{idx:05d}.jpg'
+                _write_jpg(osp.join(root, rel), img)
+                files.append(rel)
+    _finish(root, params, files)
+    return True
+
+
+MAKERS = dict(coco=make_coco_demo, ade20k=make_ade20k_demo, imagenet=make_imagenet_demo)

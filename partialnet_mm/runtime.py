@@ -3,7 +3,8 @@
 * :func:`check_datasets`: every dataset a run needs exists, else one message saying where the
   data must be and how to point the config elsewhere (no traceback);
 * :func:`explain_data_errors`: a corrupt or truncated annotation file named as such;
-* :func:`enable_visualization`: ``--show-dir`` for mmdet, mmseg and mmpretrain configs alike.
+* :func:`enable_visualization`: ``--show-dir`` for mmdet, mmseg and mmpretrain configs alike;
+* :func:`fp32_without_gpu`: AMP configs train in fp32 on a machine without a GPU.
 """
 import contextlib
 import json
@@ -125,5 +126,20 @@ def enable_visualization(cfg, show_dir: Optional[str], show: bool = False,
             hook['test_out_dir'] = show_dir
 
 
-def rank_zero() -> bool:
-    return int(os.environ.get('RANK', '0')) == 0
+def fp32_without_gpu(cfg) -> bool:
+    """Train an AMP config in fp32 when no GPU is there (mmengine's AMP wrapper needs one).
+
+    Returns True (after one warning) if the optimizer wrapper was switched.
+    """
+    import warnings
+
+    import torch
+    wrapper = cfg.get('optim_wrapper') or {}
+    if wrapper.get('type') != 'AmpOptimWrapper' or torch.cuda.is_available():
+        return False
+    wrapper['type'] = 'OptimWrapper'
+    for key in ('loss_scale', 'dtype', 'use_fsdp'):
+        wrapper.pop(key, None)
+    warnings.warn('No GPU: this config asks for mixed precision (AmpOptimWrapper), which '
+                  'needs a GPU; training in fp32 with OptimWrapper instead.')
+    return True

@@ -1,15 +1,13 @@
 """Mask R-CNN with PartialNet: real configs build and run; demo data trains, evaluates, reloads."""
 import glob
-import json
 import os
 import os.path as osp
-import pickle
 import subprocess
 import sys
 
 import pytest
 import torch
-from conftest import ROOT, run_tool
+from conftest import ROOT, data_root_options, run_tool, train_and_retest
 from mmengine.config import Config
 
 from partialnet_mm import partialnet_channels
@@ -84,44 +82,25 @@ def test_missing_coco_gives_one_clear_message(tmp_path, monkeypatch):
 
 @pytest.fixture(scope='module')
 def trained_demo(tmp_path_factory):
-    """The demo config trained for a few iterations on a small copy of the demo data."""
+    """The demo config trained for a few iterations on a small copy of the demo data, then
+    reloaded by tools/test.py; returns (work_dir, options, data_root, metrics, predictions)."""
     base = tmp_path_factory.mktemp('det_demo')
     data_root = str(base / 'coco_demo') + '/'
     make_coco_demo(data_root, num_train=8, num_val=4)
     work_dir = base / 'work'
-    options = [f'train_dataloader.dataset.data_root={data_root}',
-               f'val_dataloader.dataset.data_root={data_root}',
-               f'test_dataloader.dataset.data_root={data_root}',
-               f'val_evaluator.ann_file={data_root}annotations/instances_val2017.json',
-               f'test_evaluator.ann_file={data_root}annotations/instances_val2017.json',
-               'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
-               'model.backbone.init_cfg=None', 'randomness.seed=0']
-    run_tool('train.py', DEMO_CONFIG, '--work-dir', work_dir, '--cfg-options', *options)
-    return work_dir, options, data_root
+    options = data_root_options(data_root, f'{data_root}annotations/instances_val2017.json')
+    options += ['train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
+                'model.backbone.init_cfg=None', 'randomness.seed=0']
+    metrics, predictions = train_and_retest(
+        DEMO_CONFIG, work_dir, options, ['coco/bbox_mAP', 'coco/segm_mAP', 'coco/bbox_mAP_50',
+                                         'coco/segm_mAP_50'], base)
+    return work_dir, options, data_root, metrics, predictions
 
 
-def val_metrics_from_log(work_dir):
-    logs = glob.glob(str(work_dir / '*' / 'vis_data' / 'scalars.json'))
-    assert logs, f'no scalars.json in {work_dir}'
-    records = [json.loads(line) for line in open(logs[0])]
-    return [r for r in records if 'coco/bbox_mAP' in r][-1]
-
-
-def test_demo_trains_validates_and_reloads(trained_demo, tmp_path):
-    work_dir, options, _ = trained_demo
-    checkpoint = work_dir / 'epoch_1.pth'
-    assert checkpoint.is_file()
-    logged = val_metrics_from_log(work_dir)
-    for key in ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP', 'coco/segm_mAP_50'):
-        assert key in logged
-
-    dump = tmp_path / 'preds.pkl'
-    metrics = run_tool('test.py', DEMO_CONFIG, checkpoint, '--work-dir', tmp_path / 'test',
-                       '--out', dump, '--cfg-options', *options)
-    for key in ('coco/bbox_mAP', 'coco/segm_mAP'):
-        assert metrics[key] == pytest.approx(logged[key], abs=1e-6), key
+def test_demo_trains_validates_and_reloads(trained_demo):
+    *_, metrics, predictions = trained_demo
+    assert all(0 <= metrics[k] <= 1 for k in ('coco/bbox_mAP', 'coco/segm_mAP'))
     # the metrics come from real predictions: boxes and masks for every val image
-    predictions = pickle.load(open(dump, 'rb'))
     assert len(predictions) == 4
     assert all(len(p['pred_instances']['bboxes']) > 0 for p in predictions)
     assert all('masks' in p['pred_instances'] for p in predictions)
@@ -129,7 +108,7 @@ def test_demo_trains_validates_and_reloads(trained_demo, tmp_path):
 
 def test_show_dir_writes_drawn_predictions(trained_demo, tmp_path):
     import cv2
-    work_dir, options, data_root = trained_demo
+    work_dir, options, data_root, *_ = trained_demo
     show_dir = 'painted'
     run_tool('test.py', DEMO_CONFIG, work_dir / 'epoch_1.pth', '--work-dir', tmp_path,
              '--show-dir', show_dir, '--cfg-options', *options)
@@ -144,7 +123,7 @@ def test_show_dir_writes_drawn_predictions(trained_demo, tmp_path):
 def test_mmdet_own_test_tool_runs_our_config_and_checkpoint(trained_demo, tmp_path):
     """mmdet's shipped tools/test.py: custom_imports brings in partialnet_mm and its glue."""
     import mmdet
-    work_dir, options, _ = trained_demo
+    work_dir, options, *_ = trained_demo
     mmdet_test = osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools', 'test.py')
     env = dict(os.environ, PYTHONWARNINGS='ignore')
     result = subprocess.run(

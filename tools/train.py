@@ -14,7 +14,8 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from partialnet_mm.runtime import DataError, check_datasets, explain_data_errors
+from partialnet_mm.runtime import (DataError, check_datasets, explain_data_errors,
+                                   fp32_without_gpu)
 
 
 def parse_args(argv=None):
@@ -52,6 +53,7 @@ def build_cfg(args):
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    fp32_without_gpu(cfg)
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
             raise DataError('--auto-scale-lr needs auto_scale_lr=dict(base_batch_size=...) '

@@ -1,0 +1,46 @@
+# The real PartialNet-T0 ImageNet config on the embedded ImageNet-layout demo data
+# (python tools/make_demo_data.py writes it): swaps only data, sizes, schedule and classes.
+# Without a GPU, tools/train.py trains the inherited AMP recipe in fp32.
+_base_ = ['../partialnet_t0_imagenet.py']
+
+data_root = 'data/imagenet_demo'
+# alphabetical: with a folder layout, mmpretrain numbers the classes in folder order
+classes = ('circle', 'rectangle', 'star', 'triangle')
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='RandomResizedCrop', scale=80, backend='pillow', interpolation='bicubic'),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='PackInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='ResizeEdge', scale=107, edge='short', backend='pillow',
+         interpolation='bicubic'),  # 96 / 0.9
+    dict(type='CenterCrop', crop_size=96),
+    dict(type='PackInputs'),
+]
+data_preprocessor = dict(num_classes=len(classes))
+dataset = dict(data_root=data_root, metainfo=dict(classes=classes))
+train_dataloader = dict(batch_size=32, num_workers=1, persistent_workers=False,
+                        dataset=dict(**dataset, pipeline=train_pipeline))
+val_dataloader = dict(batch_size=50, num_workers=1, persistent_workers=False,
+                      dataset=dict(**dataset, pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(topk=(1, ))
+test_evaluator = val_evaluator
+model = dict(head=dict(num_classes=len(classes), topk=(1, )))
+
+# schedule: a few minutes on a 2-core CPU
+max_epochs = 12
+warmup_epochs = 1
+train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
+optim_wrapper = dict(optimizer=dict(lr=0.002))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-6 / 0.002, by_epoch=True, begin=0,
+         end=warmup_epochs, convert_to_iter_based=True),
+    dict(type='CosineAnnealingLR', T_max=max_epochs - warmup_epochs, eta_min=1e-5,
+         by_epoch=True, begin=warmup_epochs, end=max_epochs, convert_to_iter_based=True),
+]
+custom_hooks = [dict(type='TrainCropScaleHook', schedule={max_epochs - 2: 96})]
+default_hooks = dict(logger=dict(interval=10), checkpoint=dict(max_keep_ckpts=1))

@@ -1,0 +1,13 @@
+_base_ = ['./_base_/partialnet_imagenet.py']
+
+arch = 's'
+# The authors' recipe for this variant (drop path: the arch's own rate).
+model = dict(
+    backbone=dict(arch=arch),
+    head=dict(arch=arch),
+    train_cfg=dict(augments=[dict(type='Mixup', alpha=0.3), _base_.cutmix]))
+optim_wrapper = dict(optimizer=dict(weight_decay=0.03))
+train_pipeline = [*_base_.train_pipeline[:-1],
+                  dict(_base_.rand_augment, magnitude_level=7),
+                  _base_.train_pipeline[-1]]
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline))

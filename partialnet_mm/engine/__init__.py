@@ -1,0 +1,3 @@
+from .hooks import TrainCropScaleHook
+
+__all__ = ['TrainCropScaleHook']

@@ -1,0 +1,102 @@
+"""PartialNet classifiers in mmpretrain: real configs build and run; the demo trains and reloads."""
+import os.path as osp
+
+import pytest
+import torch
+from conftest import ROOT, data_root_options, train_and_retest
+from mmengine.config import Config
+
+from partialnet_mm import PartialNet
+from partialnet_mm.demo_data import SHAPES, make_imagenet_demo
+
+RECIPES = {  # arch: (weight decay, grad clip, mixup alpha, RandAugment magnitude)
+    't0': (0.005, None, 0.05, None), 't1': (0.01, None, 0.1, 3), 't2': (0.02, None, 0.1, 5),
+    's': (0.03, None, 0.3, 7), 'm': (0.05, 1.0, 0.5, 7), 'l': (0.05, 0.01, 0.7, 7)}
+DEMO_CONFIG = osp.join(ROOT, 'configs', 'demo', 'partialnet_t0_imagenet_demo.py')
+
+
+@pytest.mark.parametrize('arch', sorted(RECIPES))
+def test_real_config_has_the_authors_recipe_and_runs(arch):
+    from mmengine.registry import DefaultScope
+    from mmpretrain.registry import MODELS
+    from mmpretrain.structures import DataSample
+
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', f'partialnet_{arch}_imagenet.py'))
+    wd, clip, mixup, magnitude = RECIPES[arch]
+    assert cfg.optim_wrapper.optimizer.weight_decay == wd
+    assert cfg.optim_wrapper.get('clip_grad') == (None if clip is None else dict(max_norm=clip))
+    assert cfg.model.train_cfg.augments == [dict(type='Mixup', alpha=mixup),
+                                            dict(type='CutMix', alpha=1.0)]
+    augments = [t for t in cfg.train_dataloader.dataset.pipeline if t.type == 'RandAugment']
+    assert [t.magnitude_level for t in augments] == ([] if magnitude is None else [magnitude])
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper' and cfg.auto_scale_lr.base_batch_size == 4096
+    assert cfg.optim_wrapper.optimizer.lr == 0.004 and cfg.train_cfg.max_epochs == 300
+    assert cfg.custom_hooks == [dict(type='TrainCropScaleHook', schedule={280: 224})]
+
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = MODELS.build(dict(cfg.model, data_preprocessor=cfg.data_preprocessor))
+    # drop path is the arch's own rate (the authors' table), reached at the last block
+    last_block = model.backbone.stages[-1].blocks[-1]
+    assert getattr(last_block.drop_path, 'drop_prob', 0.) == pytest.approx(
+        PartialNet.arch_settings[arch]['drop_path_rate'])
+    assert model.head.fc.out_features == 1000
+    inputs = [torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8) for _ in range(2)]
+    samples = [DataSample().set_gt_label(3), DataSample().set_gt_label(7)]
+    data = model.data_preprocessor(dict(inputs=inputs, data_samples=samples), True)
+    model.train()
+    losses = model(**data, mode='loss')
+    assert torch.isfinite(losses['loss'])
+    model.eval()
+    with torch.no_grad():
+        preds = model(**model.data_preprocessor(dict(inputs=inputs, data_samples=samples)),
+                      mode='predict')
+    assert preds[0].pred_score.shape == (1000, )
+
+
+def test_crop_scale_hook_switches_the_training_crop(tmp_path):
+    from partialnet_mm.engine import TrainCropScaleHook
+
+    class Crop:  # stands for mmpretrain's RandomResizedCrop
+        scale = (192, 192)
+
+    Crop.__name__ = 'RandomResizedCrop'
+    crop = Crop()
+
+    class Runner:
+        epoch = 0
+
+        class train_loop:
+
+            class dataloader:
+                _iterator = 'live'
+
+                class dataset:
+
+                    class pipeline:
+                        transforms = [object(), crop]
+
+        class logger:
+            info = staticmethod(lambda msg: None)
+
+    hook = TrainCropScaleHook({3: 224})
+    for epoch, expected in ((0, 192), (2, 192), (3, 224), (5, 224)):
+        Runner.epoch = epoch
+        hook.before_train_epoch(Runner)
+        assert crop.scale == (expected, expected), epoch
+    assert Runner.train_loop.dataloader._iterator is None  # workers restarted on the switch
+
+
+def test_demo_trains_validates_and_reloads(tmp_path):
+    data_root = str(tmp_path / 'imagenet_demo')
+    make_imagenet_demo(data_root, num_train_per_class=4, num_val_per_class=2)
+    options = data_root_options(data_root) + [
+        'train_cfg.max_epochs=1', 'train_cfg.val_interval=1', 'train_dataloader.batch_size=8',
+        'randomness.seed=0']
+    with pytest.warns(UserWarning, match='needs a GPU; training in fp32'):
+        metrics, predictions = train_and_retest(DEMO_CONFIG, tmp_path / 'work', options,
+                                                ['accuracy/top1'], tmp_path)
+    assert 0 <= metrics['accuracy/top1'] <= 100
+    assert len(predictions) == 2 * len(SHAPES)
+    for p in predictions:  # real scores for the demo classes
+        assert p['pred_score'].shape == (len(SHAPES), )
+        assert torch.allclose(p['pred_score'].sum(), torch.tensor(1.), atol=1e-4)
