@@ -323,11 +323,7 @@ def load_checkpoint_file(path: str, map_location='cpu', allow_inert: bool = Fals
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         if not allow_inert:
-            raise CheckpointError(
-                f'refusing to load {path}: it contains pickled Python objects outside the '
-                f'weights-only allow-list, which could run arbitrary code when loaded '
-                f'({_first_line(err)}). Load only checkpoints you trust; re-save a trusted '
-                f"one's state dict with torch.save(ckpt['state_dict'], path).") from None
+            raise CheckpointError(refusal_reason(path, err)) from None
     from torch._weights_only_unpickler import _get_allowed_globals
     replaced: set = set()
     module = _inert_pickle_module(_get_allowed_globals(), replaced)
@@ -336,6 +332,14 @@ def load_checkpoint_file(path: str, map_location='cpu', allow_inert: bool = Fals
     warnings.warn(f'{path}: replaced non-tensor objects by inert stand-ins (their code was '
                   f'not run): {sorted(replaced)}')
     return ckpt
+
+
+def refusal_reason(path: str, err: Exception) -> str:
+    """Why a weights-only load of ``path`` was refused, and what to do."""
+    return (f'refusing to load {path}: it contains pickled Python objects outside the '
+            f'weights-only allow-list, which could run arbitrary code when loaded '
+            f'({_first_line(err)}). Nothing from it was executed. Load only checkpoints you '
+            f"trust; re-save a trusted one's tensors with torch.save(ckpt['state_dict'], path).")
 
 
 def _first_line(err: Exception) -> str:

@@ -13,8 +13,18 @@ shows each failure and its repair.
    ``weights_only=True`` and allow-list exactly those globals. ``builtins.getattr`` is *not*
    allowed as such: the name resolves to :func:`_history_buffer_getattr`, which hands out
    the four statistics methods of ``HistoryBuffer`` and refuses everything else.
+2. A clear refusal. mmengine loads local checkpoints through ``CheckpointLoader``; our
+   loader for local paths (registered for mmengine's default scheme) keeps
+   ``weights_only=True`` and turns torch's generic "Weights only load failed" into a message
+   that names the file and the refused object, and says what to do.
+3. Atomic checkpoint files. mmengine writes a checkpoint straight to its final path, so a
+   run killed while saving leaves a truncated file that ``--resume`` then trips over.
+   :func:`_atomic_put` writes to a temporary file in the same folder, syncs it and renames
+   it into place: a checkpoint path holds a complete file or none.
 """
+import os
 import pickle
+import tempfile
 
 import numpy as np
 import torch
@@ -57,4 +67,43 @@ def allow_mmengine_checkpoints():
         torch.serialization.add_safe_globals(mmengine_safe_globals())
 
 
-allow_mmengine_checkpoints()
+def load_local_checkpoint(filename: str, map_location=None):
+    """mmengine's local checkpoint loader, weights-only, with a clear refusal message."""
+    from .checkpoint import CheckpointError, refusal_reason
+    filename = os.path.expanduser(filename)
+    if not os.path.isfile(filename):
+        raise FileNotFoundError(f'{filename} can not be found.')
+    try:
+        return torch.load(filename, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(refusal_reason(filename, err)) from None
+
+
+def _atomic_put(self, obj: bytes, filepath) -> None:
+    """``LocalBackend.put`` writing through a temporary file and an atomic rename."""
+    filepath = str(filepath)
+    folder = os.path.dirname(os.path.abspath(filepath))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(filepath) + '.',
+                               suffix='.part')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            f.write(obj)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, filepath)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def install():
+    from mmengine.fileio.backends import LocalBackend
+    from mmengine.runner.checkpoint import CheckpointLoader
+    allow_mmengine_checkpoints()
+    CheckpointLoader.register_scheme(prefixes='', loader=load_local_checkpoint, force=True)
+    LocalBackend.put = _atomic_put
+
+
+install()

@@ -4,7 +4,9 @@
   data must be and how to point the config elsewhere (no traceback);
 * :func:`explain_data_errors`: a corrupt or truncated annotation file named as such;
 * :func:`enable_visualization`: ``--show-dir`` for mmdet, mmseg and mmpretrain configs alike;
-* :func:`fp32_without_gpu`: AMP configs train in fp32 on a machine without a GPU.
+* :func:`fp32_without_gpu`: AMP configs train in fp32 on a machine without a GPU;
+* :func:`find_resume_checkpoint`: ``--resume`` picks the newest *complete* checkpoint;
+* :func:`setup_cpu_distributed`: ``torchrun`` on CPUs (gloo, CPU DDP, CPU SyncBN).
 """
 import contextlib
 import json
@@ -142,4 +144,68 @@ def fp32_without_gpu(cfg) -> bool:
         wrapper.pop(key, None)
     warnings.warn('No GPU: this config asks for mixed precision (AmpOptimWrapper), which '
                   'needs a GPU; training in fp32 with OptimWrapper instead.')
+    return True
+
+
+def is_complete_checkpoint(path: str) -> bool:
+    """True for a checkpoint file torch can open: a zip archive with its directory written
+    (the directory is written last, so a file cut short by a crash fails this)."""
+    import zipfile
+    if not osp.isfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith('data.pkl') for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def find_resume_checkpoint(work_dir: str) -> Optional[str]:
+    """The checkpoint ``--resume`` (without a path) continues from.
+
+    The one named in ``work_dir/last_checkpoint`` if it is complete, else the newest
+    complete ``*.pth`` in ``work_dir`` (with a warning saying so), else None.
+    """
+    import glob
+    import warnings
+    named = ''
+    marker = osp.join(work_dir, 'last_checkpoint')
+    if osp.isfile(marker):
+        with open(marker) as f:
+            named = f.read().strip()
+    if named and is_complete_checkpoint(named):
+        return named
+    candidates = sorted(glob.glob(osp.join(work_dir, '*.pth')), key=osp.getmtime, reverse=True)
+    for candidate in candidates:
+        if is_complete_checkpoint(candidate):
+            if named or osp.isfile(marker):
+                warnings.warn(f'{marker} names {named!r}, which is missing or incomplete; '
+                              f'resuming from {candidate} instead')
+            return candidate
+    return None
+
+
+def setup_cpu_distributed(cfg, launcher: str) -> bool:
+    """Make a distributed launch work without GPUs; True if it did anything.
+
+    mmengine's ``pytorch`` launcher calls ``torch.cuda.set_device`` and wraps the model in DDP
+    with ``device_ids=[LOCAL_RANK]``; both need GPUs. Without CUDA we join the process group
+    with gloo ourselves (mmengine then skips its own initialisation) and wrap the model in
+    :class:`~partialnet_mm.engine.distributed.CPUDistributedDataParallel`, which also makes
+    SyncBN layers work on CPU.
+    """
+    import torch
+    if launcher == 'none' or torch.cuda.is_available():
+        return False
+    if launcher != 'pytorch':
+        raise DataError(f'--launcher {launcher} needs GPUs here; on CPUs launch with torchrun '
+                        f'(tools/dist_train.sh / tools/dist_test.sh)')
+    from .engine.distributed import init_cpu_distributed
+    init_cpu_distributed()
+    cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+    wrapper = dict(cfg.get('model_wrapper_cfg') or {})
+    wrapper['type'] = 'CPUDistributedDataParallel'
+    wrapper.setdefault('broadcast_buffers', False)
+    wrapper.setdefault('find_unused_parameters', cfg.get('find_unused_parameters', False))
+    cfg.model_wrapper_cfg = wrapper
     return True

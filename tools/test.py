@@ -15,8 +15,9 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from partialnet_mm.checkpoint import CheckpointError
 from partialnet_mm.runtime import (DataError, check_datasets, enable_visualization,
-                                   explain_data_errors)
+                                   explain_data_errors, setup_cpu_distributed)
 
 
 def parse_args(argv=None):
@@ -72,12 +73,13 @@ def main(argv=None):
         if not osp.isfile(args.checkpoint) and '://' not in args.checkpoint:
             raise DataError(f'checkpoint {args.checkpoint!r} not found')
         check_datasets(cfg, ['test_dataloader'], args.config)
+        setup_cpu_distributed(cfg, args.launcher)
         runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
         if args.out:
             add_dump(runner, cfg, args.out)
         with explain_data_errors(cfg, ['test_dataloader']):
             metrics = runner.test()
-    except DataError as err:
+    except (DataError, CheckpointError) as err:
         sys.exit(str(err))
     return metrics
 

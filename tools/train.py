@@ -14,8 +14,11 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from partialnet_mm.checkpoint import CheckpointError
+from partialnet_mm.engine import NonFiniteLossError
 from partialnet_mm.runtime import (DataError, check_datasets, explain_data_errors,
-                                   fp32_without_gpu)
+                                   find_resume_checkpoint, fp32_without_gpu,
+                                   setup_cpu_distributed)
 
 
 def parse_args(argv=None):
@@ -60,7 +63,8 @@ def build_cfg(args):
                             'in the config')
         cfg.auto_scale_lr.enable = True
     if args.resume == 'auto':
-        cfg.resume, cfg.load_from = True, None
+        # the newest complete checkpoint, even if last_checkpoint names a broken one
+        cfg.resume, cfg.load_from = True, find_resume_checkpoint(cfg.work_dir)
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
     return cfg
@@ -72,10 +76,11 @@ def main(argv=None):
     loaders = ['train_dataloader'] + (['val_dataloader'] if cfg.get('val_cfg') else [])
     try:
         check_datasets(cfg, loaders, args.config)
+        setup_cpu_distributed(cfg, args.launcher)
         runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
         with explain_data_errors(cfg, loaders):
             runner.train()
-    except DataError as err:
+    except (DataError, CheckpointError, NonFiniteLossError) as err:
         sys.exit(str(err))
     return runner
 

@@ -32,3 +32,8 @@ param_scheduler = [
     dict(type='PolyLR', power=0.9, eta_min=0.0, begin=0, end=40000, by_epoch=False)
 ]
 auto_scale_lr = dict(enable=False, base_batch_size=32)
+
+# resumed runs draw the same random numbers as uninterrupted ones; a NaN/inf loss stops
+# training with a clear message before anything broken is saved
+default_hooks = dict(random_state=dict(type='RandomStateHook'),
+                     finite_loss=dict(type='NonFiniteLossHook'))

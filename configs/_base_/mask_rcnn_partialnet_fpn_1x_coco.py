@@ -25,3 +25,8 @@ optim_wrapper = dict(
                    weight_decay=0.0001),
     paramwise_cfg=dict(norm_decay_mult=0., custom_keys={'.bias_table': dict(decay_mult=0.)}),
     clip_grad=None)
+
+# resumed runs draw the same random numbers as uninterrupted ones; a NaN/inf loss stops
+# training with a clear message before anything broken is saved
+default_hooks = dict(random_state=dict(type='RandomStateHook'),
+                     finite_loss=dict(type='NonFiniteLossHook'))

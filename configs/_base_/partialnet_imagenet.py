@@ -69,3 +69,8 @@ val_cfg = dict()
 test_cfg = dict()
 auto_scale_lr = dict(base_batch_size=4096)
 custom_hooks = [dict(type='TrainCropScaleHook', schedule={280: 224})]
+
+# resumed runs draw the same random numbers as uninterrupted ones; a NaN/inf loss stops
+# training with a clear message before anything broken is saved
+default_hooks = dict(random_state=dict(type='RandomStateHook'),
+                     finite_loss=dict(type='NonFiniteLossHook'))
