@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 SHAPES = ('circle', 'triangle', 'rectangle', 'star')
 MARKER = 'DONE.json'
 
@@ -33,8 +33,12 @@ DEMO_ROOTS = dict(coco='data/coco_demo', ade20k='data/ade20k_demo',
 
 # ---------------------------------------------------------------------------- scene synthesis
 def _texture(rng: np.random.Generator, height: int, width: int,
-             base: Optional[np.ndarray] = None) -> np.ndarray:
-    """A random texture: colour gradient, stripes or checks, and fine noise (uint8 BGR)."""
+             base: Optional[np.ndarray] = None, contrast: float = 1.) -> np.ndarray:
+    """A random texture: colour gradient, stripes or checks, and fine noise (uint8 BGR).
+
+    ``contrast`` scales the pattern and the noise (objects are painted with a milder
+    texture than the background, so their outline is what identifies them).
+    """
     base = rng.uniform(30, 225, size=3) if base is None else base
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     angle = rng.uniform(0, math.pi)
@@ -48,9 +52,19 @@ def _texture(rng: np.random.Generator, height: int, width: int,
     else:  # smooth gradient
         pattern = (proj / max(height, width) - 0.5) * rng.uniform(30, 80)
     tint = rng.uniform(-1, 1, size=3) * 0.4 + 1
-    img = base[None, None, :] + pattern[..., None] * tint[None, None, :]
-    img += rng.normal(0, rng.uniform(3, 10), size=img.shape)
+    img = base[None, None, :] + contrast * pattern[..., None] * tint[None, None, :]
+    img += rng.normal(0, contrast * rng.uniform(3, 10), size=img.shape)
     return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _contrasting_colour(rng: np.random.Generator, behind: np.ndarray,
+                        min_difference: float = 80.) -> np.ndarray:
+    """A random colour at least ``min_difference`` away (in one channel) from ``behind``."""
+    for _ in range(32):
+        colour = rng.uniform(20, 235, size=3)
+        if np.abs(colour - behind).max() >= min_difference:
+            return colour
+    return np.where(behind < 128, 235., 20.)  # the far end of every channel
 
 
 def _shape_polygon(rng: np.random.Generator, shape: str, center: Tuple[float, float],
@@ -88,18 +102,21 @@ def _has_hole(mask: np.ndarray) -> bool:
 def synth_scene(rng: np.random.Generator, height: int, width: int,
                 num_objects: Tuple[int, int] = (2, 6), size_range: Tuple[float, float] = (
                     0.12, 0.45), min_visible: float = 0.45,
-                shapes: Sequence[str] = SHAPES) -> Tuple[np.ndarray, List[Tuple[int, np.ndarray]]]:
+                shapes: Sequence[str] = SHAPES, object_contrast: float = 0.35
+                ) -> Tuple[np.ndarray, List[Tuple[int, np.ndarray]]]:
     """One image and its objects as (category index, visible mask) pairs, back to front.
 
     Objects are placed one by one; a placement is rejected if it would leave any object with
     less than ``min_visible`` of its area visible or with a hole in its visible part (so
-    each visible part is exactly a set of polygons).
+    each visible part is exactly a set of polygons). Each object's colour differs clearly
+    from the mean of what it covers; its texture is ``object_contrast`` times as strong as
+    the background's.
     """
     img = _texture(rng, height, width)
     if rng.random() < 0.5:  # a second background region: a horizon at a random height
         horizon = int(rng.uniform(0.3, 0.7) * height)
         img[horizon:] = _texture(rng, height - horizon, width)
-    objects: List[Tuple[int, np.ndarray, np.ndarray]] = []  # (cat, full mask, colour img)
+    objects: List[Tuple[int, np.ndarray]] = []  # (category, full mask), back to front
     target = int(rng.integers(num_objects[0], num_objects[1] + 1))
     short = min(height, width)
     for _ in range(target * 8):
@@ -114,19 +131,18 @@ def synth_scene(rng: np.random.Generator, height: int, width: int,
         cv2.fillPoly(full, [np.round(poly).astype(np.int32)], 1)
         if full.sum() < 64:
             continue
-        candidate = objects + [(cat, full, None)]
+        candidate = objects + [(cat, full)]
         if all(_visible_ok(m, candidate[i + 1:], min_visible)
-               for i, (_, m, _) in enumerate(candidate)):
-            colour = rng.uniform(20, 235, size=3)
-            while np.abs(colour - img[int(center[1]), int(center[0])]).max() < 60:
-                colour = rng.uniform(20, 235, size=3)
-            objects.append((cat, full, _texture(rng, height, width, base=colour)))
-    for _, full, paint in objects:
-        img[full.astype(bool)] = paint[full.astype(bool)]
+               for i, (_, m) in enumerate(candidate)):
+            inside = full.astype(bool)
+            colour = _contrasting_colour(rng, img[inside].mean(0))  # vs. what it covers
+            paint = _texture(rng, height, width, base=colour, contrast=object_contrast)
+            img[inside] = paint[inside]
+            objects.append((cat, full))
     result = []
-    for i, (cat, full, _) in enumerate(objects):
+    for i, (cat, full) in enumerate(objects):
         visible = full.copy()
-        for _, later, _ in objects[i + 1:]:
+        for _, later in objects[i + 1:]:
             visible[later.astype(bool)] = 0
         result.append((cat, visible))
     return img, result
@@ -134,7 +150,7 @@ def synth_scene(rng: np.random.Generator, height: int, width: int,
 
 def _visible_ok(mask: np.ndarray, later: Sequence[tuple], min_visible: float) -> bool:
     visible = mask.copy()
-    for _, other, _ in later:
+    for _, other in later:
         visible[other.astype(bool)] = 0
     return visible.sum() >= min_visible * mask.sum() and not _has_hole(visible)
 
@@ -188,7 +204,7 @@ def _write_jpg(path: str, img: np.ndarray) -> None:
 
 
 # ---------------------------------------------------------------------------- COCO
-def make_coco_demo(root: str = DEMO_ROOTS['coco'], num_train: int = 160, num_val: int = 40,
+def make_coco_demo(root: str = DEMO_ROOTS['coco'], num_train: int = 500, num_val: int = 50,
                    image_size: Tuple[int, int] = (256, 256), seed: int = 0,
                    force: bool = False) -> bool:
     """COCO-format instance segmentation demo set. Returns True if it was (re)generated."""
@@ -243,7 +259,7 @@ def scene_label_map(height: int, width: int, objects: List[Tuple[int, np.ndarray
     return labels
 
 
-def make_ade20k_demo(root: str = DEMO_ROOTS['ade20k'], num_train: int = 160, num_val: int = 40,
+def make_ade20k_demo(root: str = DEMO_ROOTS['ade20k'], num_train: int = 500, num_val: int = 50,
                      image_size: Tuple[int, int] = (256, 256), seed: int = 0,
                      force: bool = False) -> bool:
     """ADE20K-layout semantic segmentation demo set. Returns True if (re)generated."""
@@ -270,8 +286,8 @@ def make_ade20k_demo(root: str = DEMO_ROOTS['ade20k'], num_train: int = 160, num
 
 
 # ---------------------------------------------------------------------------- ImageNet layout
-def make_imagenet_demo(root: str = DEMO_ROOTS['imagenet'], num_train_per_class: int = 100,
-                       num_val_per_class: int = 25, image_size: int = 96, seed: int = 0,
+def make_imagenet_demo(root: str = DEMO_ROOTS['imagenet'], num_train_per_class: int = 800,
+                       num_val_per_class: int = 100, image_size: int = 96, seed: int = 0,
                        force: bool = False) -> bool:
     """ImageNet folder-layout classification demo set (one shape per image, the class)."""
     params = dict(num_train_per_class=num_train_per_class,

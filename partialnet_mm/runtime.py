@@ -6,7 +6,8 @@
 * :func:`enable_visualization`: ``--show-dir`` for mmdet, mmseg and mmpretrain configs alike;
 * :func:`fp32_without_gpu`: AMP configs train in fp32 on a machine without a GPU;
 * :func:`find_resume_checkpoint`: ``--resume`` picks the newest *complete* checkpoint;
-* :func:`setup_cpu_distributed`: ``torchrun`` on CPUs (gloo, CPU DDP, CPU SyncBN).
+* :func:`setup_cpu_distributed`: ``torchrun`` on CPUs (gloo, CPU DDP, CPU SyncBN);
+* :func:`data_root_options`: ``--cfg-options`` that move a config to another data root.
 """
 import contextlib
 import json
@@ -209,3 +210,12 @@ def setup_cpu_distributed(cfg, launcher: str) -> bool:
     wrapper.setdefault('find_unused_parameters', cfg.get('find_unused_parameters', False))
     cfg.model_wrapper_cfg = wrapper
     return True
+
+
+def data_root_options(data_root: str, evaluator_ann: Optional[str] = None) -> List[str]:
+    """``--cfg-options`` pointing every dataloader (and a COCO evaluator) at ``data_root``."""
+    options = [f'{loader}.dataset.data_root={data_root}'
+               for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
+    if evaluator_ann:
+        options += [f'{ev}.ann_file={evaluator_ann}' for ev in ('val_evaluator', 'test_evaluator')]
+    return options

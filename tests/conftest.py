@@ -3,6 +3,8 @@ import os.path as osp
 
 import pytest
 
+from partialnet_mm.runtime import data_root_options  # noqa: F401  (used by the tests)
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
@@ -26,15 +28,6 @@ def run_tool(name, *argv):
     import runpy
     module = runpy.run_path(osp.join(ROOT, 'tools', name))
     return module['main']([str(a) for a in argv])
-
-
-def data_root_options(data_root, evaluator_ann=None):
-    """--cfg-options pointing every dataloader (and a COCO evaluator) at ``data_root``."""
-    options = [f'{loader}.dataset.data_root={data_root}'
-               for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')]
-    if evaluator_ann:
-        options += [f'{ev}.ann_file={evaluator_ann}' for ev in ('val_evaluator', 'test_evaluator')]
-    return options
 
 
 def logged_val_metrics(work_dir, key):

@@ -3,7 +3,7 @@ import os.path as osp
 
 import pytest
 import torch
-from conftest import ROOT, data_root_options, train_and_retest
+from conftest import ROOT, data_root_options, run_tool, train_and_retest
 from mmengine.config import Config
 
 from partialnet_mm import PartialNet
@@ -100,3 +100,25 @@ def test_demo_trains_validates_and_reloads(tmp_path):
     for p in predictions:  # real scores for the demo classes
         assert p['pred_score'].shape == (len(SHAPES), )
         assert torch.allclose(p['pred_score'].sum(), torch.tensor(1.), atol=1e-4)
+
+
+def test_learning_benchmark_reports_the_reloaded_checkpoint_against_its_target(tmp_path):
+    import json
+    data_root = str(tmp_path / 'imagenet_demo')
+    make_imagenet_demo(data_root, num_train_per_class=4, num_val_per_class=2)
+    work_dir = tmp_path / 'bench'
+    options = ['train_cfg.max_epochs=1', 'train_dataloader.batch_size=8', 'randomness.seed=0']
+    try:
+        run_tool('learning_benchmark.py', 'cls', '--data-root', data_root, '--work-dir',
+                 work_dir, '--cfg-options', *options)
+        exit_code = 0
+    except SystemExit as exit:  # a target not met
+        exit_code = exit.code
+    with open(work_dir / 'learning_benchmark.json') as f:
+        report = json.load(f)
+    (record, ) = report['records']
+    top1 = record['metrics']['accuracy/top1']
+    assert 0 <= top1 <= 100 and record['targets'] == {'accuracy/top1': 90.0}
+    assert record['passed'] == (top1 >= 90.0) and exit_code == (0 if record['passed'] else 1)
+    assert record['checkpoint'].endswith('epoch_1.pth') and record['train_minutes'] > 0
+    assert 'CPU' in report['machine'] and 'threads' in report['machine']

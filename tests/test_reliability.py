@@ -263,7 +263,7 @@ def test_dist_train_two_cpu_processes_segmentation(seg_data, tmp_path):
 
 
 # ------------------------------------------------------------------ safe loading
-def test_checkpoint_with_code_is_refused_clearly_and_never_run(tmp_path):
+def test_checkpoint_with_code_is_refused_clearly_and_never_run(seg_data, tmp_path):
     from mmengine.runner import load_checkpoint
 
     from partialnet_mm.checkpoint import CheckpointError
@@ -280,7 +280,8 @@ def test_checkpoint_with_code_is_refused_clearly_and_never_run(tmp_path):
                        r'Nothing from it was executed'):
         load_checkpoint(torch.nn.Linear(1, 1), str(path))
     with pytest.raises(SystemExit, match='refusing to load'):
-        run_tool('test.py', SEG_DEMO, path)
+        run_tool('test.py', SEG_DEMO, path, '--work-dir', tmp_path / 'test',
+                 '--cfg-options', *data_root_options(seg_data))
     assert not marker.exists()
 
 
