@@ -9,6 +9,7 @@
 """
 import contextlib
 import copy
+import os
 import os.path as osp
 from typing import List, Optional, Sequence, Tuple
 
@@ -33,21 +34,41 @@ def load_config(path: str):
     """
     from mmengine.config import Config
     if '::' in path:
-        from mmengine.config.utils import (_get_package_and_cfg_path,
-                                           _get_cfg_metainfo)  # noqa: F401
-        from mmengine.utils import get_installed_path
-        package, rel_path = _get_package_and_cfg_path(path)
-        root = get_installed_path(package)
-        candidates = [osp.join(root, '.mim', 'configs', rel_path),
-                      osp.join(root, 'configs', rel_path)]
-        found = [c for c in candidates if osp.isfile(c)]
-        if not found:
-            raise FileNotFoundError(f'config {path!r} not found in the installed {package} '
-                                    f'(looked at {candidates})')
-        path = found[0]
+        path = installed_config_path(path)
     if not osp.isfile(path):
         raise FileNotFoundError(f'config file {path!r} not found')
     return Config.fromfile(path)
+
+
+def installed_config_path(path: str) -> str:
+    """The file of ``'<module>::<path>'`` inside an installed package's configs.
+
+    mmengine resolves this syntax in ``_base_`` lists only (and its helper rejects paths with
+    hyphens, such as ``mask-rcnn/...``); this looks in ``<module>/.mim/configs`` (pip
+    installs) and ``<module>/../configs`` (source checkouts).
+    """
+    import importlib.util
+    module, rel_path = path.split('::', 1)
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.origin:
+        raise FileNotFoundError(f'config {path!r}: package {module!r} is not installed')
+    root = osp.dirname(spec.origin)
+    candidates = [osp.join(root, '.mim', 'configs', rel_path),
+                  osp.join(osp.dirname(root), 'configs', rel_path)]
+    for candidate in candidates:
+        if osp.isfile(candidate):
+            return candidate
+    hint = ''
+    configs_root = next((osp.dirname(osp.dirname(c)) for c in candidates
+                         if osp.isdir(osp.dirname(osp.dirname(c)))), None)
+    folder = rel_path.split('/', 1)[0]
+    if configs_root and '/' in rel_path:
+        import difflib
+        close = difflib.get_close_matches(folder, os.listdir(configs_root), n=1)
+        if close:
+            hint = f'; did you mean {module}::{close[0]}/{rel_path.split("/", 1)[1]}?'
+    raise FileNotFoundError(f'config {path!r} not found in the installed {module} '
+                            f'(looked at {candidates}){hint}')
 
 
 def config_scope(cfg) -> str:
@@ -166,11 +187,11 @@ def find_backbones(model: nn.Module) -> List[nn.Module]:
     return [backbone] if backbone is not None else []
 
 
-def switch_model_to_deploy(model: nn.Module, channels_last: bool = False) -> nn.Module:
-    """What ``--fuse`` does: the backbone's ``switch_to_deploy()``, in eval mode.
+def switch_model_to_deploy(model: nn.Module, memory_format: str = 'auto') -> nn.Module:
+    """What ``--fuse`` does: the backbone's ``switch_to_deploy(memory_format)``.
 
-    Call it after loading the weights. Raises a clear error for a model in training mode or
-    a backbone without a deploy form (e.g. mmdet's ResNet).
+    Call it in eval mode, after loading the weights. Raises a clear error for a model in
+    training mode or a backbone without a deploy form (e.g. mmdet's ResNet).
     """
     if model.training:
         raise RuntimeError('--fuse / switch_to_deploy() is for inference (test, benchmark, '
@@ -182,7 +203,7 @@ def switch_model_to_deploy(model: nn.Module, channels_last: bool = False) -> nn.
         if not hasattr(backbone, 'switch_to_deploy'):
             raise ValueError(f'--fuse: the backbone {type(backbone).__name__} has no '
                              f'switch_to_deploy(); only PartialNet backbones can be fused')
-        backbone.switch_to_deploy(channels_last=channels_last)
+        backbone.switch_to_deploy(memory_format=memory_format)
     return model
 
 
@@ -195,3 +216,39 @@ def parse_shape(shape: Optional[Sequence[int]]) -> Optional[Tuple[int, int]]:
     if len(shape) == 2:
         return (shape[0], shape[1])
     raise ValueError(f'--shape takes one size or H W, got {list(shape)}')
+
+
+def sdpa_flop_jit(inputs: list, outputs: list) -> int:
+    """FLOPs (multiply-adds) of ``aten::scaled_dot_product_attention``: ``q k^T`` and ``a v``.
+
+    mmengine's (fvcore's) counter has no handle for this operator and would skip it with a
+    warning; the authors' implementation computes the same products with ``matmul``, which
+    it counts. Softmax, scaling and the bias addition are not counted (as for ``matmul``).
+    """
+    from mmengine.analysis.jit_handles import get_shape
+    q, k, v = (get_shape(inputs[i]) for i in range(3))
+    batch_heads = 1
+    for size in q[:-2]:
+        batch_heads *= size
+    queries, keys = q[-2], k[-2]
+    return batch_heads * queries * keys * (q[-1] + v[-1])
+
+
+def count_flops(model: nn.Module, inputs: tuple) -> dict:
+    """Parameters and FLOPs of ``model(*inputs)`` through mmengine's analysis (jit trace).
+
+    FLOPs follow the fvcore/mmengine convention papers use: one multiply-add is one FLOP.
+
+    Returns:
+        dict: ``params``, ``flops`` (with attention), ``attention_flops`` (the
+        ``scaled_dot_product_attention`` part mmengine alone would miss), ``analyzer``.
+    """
+    from mmengine.analysis import FlopAnalyzer, parameter_count
+    analyzer = FlopAnalyzer(model, inputs)
+    analyzer.set_op_handle('aten::scaled_dot_product_attention', sdpa_flop_jit)
+    analyzer.unsupported_ops_warnings(False)
+    analyzer.uncalled_modules_warnings(False)
+    by_operator = analyzer.by_operator()
+    return dict(params=parameter_count(model)[''], flops=analyzer.total(),
+                attention_flops=by_operator.get('scaled_dot_product_attention', 0),
+                analyzer=analyzer)

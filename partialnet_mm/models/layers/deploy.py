@@ -160,6 +160,8 @@ class DeployChannelGate(InferenceOnly):
         formula is at least as accurate.
         """
         flat = x.flatten(2)
+        if is_exporting():  # the size is symbolic there; the exported op is the same
+            return torch.std_mean(flat, dim=-1)
         mean = flat.mean(-1, keepdim=True)
         std = torch.linalg.vector_norm(flat - mean, dim=-1) / math.sqrt(flat.shape[-1] - 1)
         return std, mean.squeeze(-1)
@@ -200,7 +202,7 @@ class DeploySelfAttention(InferenceOnly):
 
     def forward(self, x: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
         batch, channels, height, width = x.shape
-        tokens = F.layer_norm(x.flatten(2).transpose(1, 2), (channels, ), None, None,
+        tokens = F.layer_norm(x.flatten(2).transpose(1, 2), (self.channels, ), None, None,
                               self.norm_eps)
         qkv = self.qkv(tokens).reshape(batch, -1, 3, self.num_heads, self.head_dims)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
