@@ -114,14 +114,15 @@ def classifier_config(arch: str, num_classes: int = 1000) -> dict:
                 head=dict(type='PartialNetClsHead', arch=arch, num_classes=num_classes))
 
 
-def build_arch_model(arch: str, kind: str = 'backbone') -> nn.Module:
+def build_arch_model(arch: str, kind: str = 'backbone', num_classes: int = 1000) -> nn.Module:
     """A PartialNet by arch name, in eval mode: the backbone alone or the classifier.
 
     Args:
         arch (str): A key of :attr:`PartialNet.arch_settings`.
         kind (str): ``'backbone'`` (the dense-prediction backbone: four outputs, each with its
             norm) or ``'classifier'`` (mmpretrain's ImageClassifier with
-            :class:`PartialNetClsHead`, 1000 classes).
+            :class:`PartialNetClsHead`).
+        num_classes (int): Classes of the classifier. Defaults to 1000 (ImageNet).
     """
     PartialNet.parse_arch(arch)  # a clear error for an unknown arch
     if kind == 'backbone':
@@ -129,7 +130,7 @@ def build_arch_model(arch: str, kind: str = 'backbone') -> nn.Module:
     if kind == 'classifier':
         from mmpretrain.registry import MODELS as CLS_MODELS
         with scope_of('mmpretrain'):
-            return CLS_MODELS.build(classifier_config(arch)).eval()
+            return CLS_MODELS.build(classifier_config(arch, num_classes)).eval()
     raise ValueError(f'kind must be one of {ARCH_MODEL_KINDS}, got {kind!r}')
 
 

@@ -32,6 +32,7 @@ import time
 from typing import Dict, List, Optional
 
 import torch
+from mmengine.config import DictAction
 
 from partialnet_mm import PartialNet
 from partialnet_mm.analysis import (ARCH_MODEL_KINDS, build_arch_model, build_config_model,
@@ -56,6 +57,10 @@ def parse_args(argv=None):
     parser.add_argument('--device', default=None,
                         help='cpu or cuda[:i] (default: cuda if available, else cpu)')
     parser.add_argument('--batch-size', type=int, default=16, help='throughput batch size')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction, default=None,
+        help='override settings of every --config, key=value '
+        '(e.g. model.test_cfg.rpn.max_per_img=100)')
     parser.add_argument('--shape', type=int, nargs='+', default=None,
                         help='input size: S or H W (default: 224 for --arch, the config\'s '
                         'test scale for --config)')
@@ -118,6 +123,8 @@ def build_targets(args, device) -> List[Target]:
                         lambda a=arch: build_arch_model(a, args.kind)))
     for i, path in enumerate(args.config):
         cfg = load_config(path)
+        if args.cfg_options:
+            cfg.merge_from_dict(args.cfg_options)
         ckpt = args.checkpoint[i] if args.checkpoint else None
         sources.append((path, config_scope(cfg), shape or default_input_shape(cfg),
                         lambda c=cfg, k=ckpt: build_config_model(c, k)))

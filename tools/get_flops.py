@@ -21,6 +21,7 @@ import argparse
 from typing import Dict, List
 
 import torch
+from mmengine.config import DictAction
 import torch.nn as nn
 
 from partialnet_mm.analysis import (ARCH_MODEL_KINDS, build_arch_model, build_config_model,
@@ -38,6 +39,10 @@ def parse_args(argv=None):
                         help='what an --arch is built as (default: the ImageNet classifier)')
     parser.add_argument('--config', nargs='+', default=[],
                         help='config files (also mmdet::..., mmseg::..., mmpretrain::...)')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction, default=None,
+        help='override settings of every --config, key=value '
+        '(e.g. model.test_cfg.rpn.max_per_img=100)')
     parser.add_argument('--shape', type=int, nargs='+', default=None,
                         help='input size: S or H W (default: 224 for --arch, the config\'s '
                         'test scale for --config)')
@@ -73,6 +78,8 @@ def measure(args) -> List[Dict]:
                          **count_flops(traced, (torch.randn(1, 3, *hw), ))))
     for path in args.config:
         cfg = load_config(path)
+        if args.cfg_options:
+            cfg.merge_from_dict(args.cfg_options)
         hw = shape or default_input_shape(cfg)
         model = build_config_model(cfg)
         traced = TensorForward(model, config_scope(cfg), hw)
