@@ -9,10 +9,11 @@
         mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py --device cuda --batch-size 4
 
 Throughput is images/s at ``--batch-size``, latency ms per image at batch 1; each is the
-median over ``--runs`` timed forward passes after ``--warmup`` untimed ones. All the models
-and variants of one run are timed in interleaved rounds (every round times each of them once,
-in rotating order), so a load change on a shared machine affects them alike and their ratios
-stay fair. CUDA timings synchronise the device around every pass.
+median over ``--runs`` timed forward passes after ``--warmup`` untimed ones. The variants of
+a model (naive, fused) are timed in interleaved rounds (every round times each once, in
+rotating order), so a load change on a shared machine affects them alike and their ratio
+stays fair; the models of one run are timed one after another. CUDA timings synchronise the
+device around every pass.
 
 Variants: ``naive`` is the model as trained (split and concatenate, every BN separate);
 ``fused`` is after ``switch_to_deploy()`` (``--fuse``); ``--compare-naive`` times both and
@@ -148,7 +149,11 @@ def build_targets(args, device) -> List[Target]:
 
 def time_interleaved(targets: List[Target], batch: int, device, warmup: int, runs: int,
                      amp: bool) -> List[float]:
-    """Median seconds per forward pass of each target, timed in interleaved rounds."""
+    """Median seconds per forward pass of each target, timed in interleaved rounds.
+
+    Meant for the variants of one model: they share the machine's state (load, caches, the
+    allocator's free memory) round by round, so their ratio is fair.
+    """
     cuda = device.type == 'cuda'
     autocast = (torch.autocast(device.type, dtype=torch.float16 if cuda else torch.bfloat16)
                 if amp else torch.autocast(device.type, enabled=False))
@@ -226,16 +231,21 @@ def main(argv=None):
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise SystemExit('--device cuda: no CUDA device is available')
     targets = build_targets(args, device)
-    throughput = time_interleaved(targets, args.batch_size, device, args.warmup, args.runs,
-                                  args.amp)
-    latency = None if args.no_latency else time_interleaved(
-        targets, 1, device, args.warmup, args.runs, args.amp)
+    # The variants of each model (naive, fused) are interleaved; the models are timed one
+    # after another (a large model's allocations would otherwise disturb a small one's).
+    throughput, latency = [], []
+    for name in dict.fromkeys(t.name for t in targets):
+        group = [t for t in targets if t.name == name]
+        throughput += time_interleaved(group, args.batch_size, device, args.warmup,
+                                       args.runs, args.amp)
+        latency += [None] * len(group) if args.no_latency else time_interleaved(
+            group, 1, device, args.warmup, args.runs, args.amp)
     rows = []
     for i, t in enumerate(targets):
         rows.append(dict(model=t.name, variant=t.variant, params_m=t.params / 1e6,
                          input=f'{t.hw[0]}x{t.hw[1]}', batch=args.batch_size,
                          throughput=args.batch_size / throughput[i],
-                         latency_ms=None if latency is None else latency[i] * 1e3))
+                         latency_ms=None if latency[i] is None else latency[i] * 1e3))
     naive = {r['model']: r for r in rows if r['variant'] == 'naive'}
     for r in rows:
         if r['variant'] == 'fused' and r['model'] in naive:
