@@ -86,6 +86,28 @@ def test_fused_memory_formats_and_sizes(memory_format, shape):
                                 if memory_format == 'channels_last' else torch.contiguous_format)
 
 
+@pytest.mark.parametrize('mixer', ['pconv', 'channel_attn', 'self_attn', 'custom'])
+def test_fused_block_for_each_mixing(mixer):
+    """Every block form, incl. plain PConv (slicing forward) and a mixing fusion does not know
+    (kept as it is, e.g. a DPConv before its export), with PAT_sp; the input stays intact."""
+    from partialnet_mm.models.backbones.partialnet import PartialNetBlock
+    from partialnet_mm.models.layers.deploy import DeployPartialNetBlock
+    block = PartialNetBlock(32, 8, 'pconv' if mixer == 'custom' else mixer, mlp_ratio=2.,
+                            drop_path=0., act_cfg=dict(type='GELU'), norm_cfg=dict(type='BN'),
+                            use_spatial_attn=True)
+    if mixer == 'custom':
+        block.spatial_mixing = nn.Conv2d(32, 32, 3, padding=1)
+    randomize_inference_state(block, seed=4).eval()
+    fused = DeployPartialNetBlock.from_block(copy.deepcopy(block))
+    x = torch.randn(2, 32, 9, 11)
+    x_before = x.clone()
+    with torch.no_grad():
+        expected, got = block(x), fused(x)
+    assert_outputs_close([got], [expected], FUSED_RTOL, f'{mixer} block')
+    assert torch.equal(x, x_before), 'the fused block must not modify its input'
+    assert not any(isinstance(m, _BatchNorm) for m in fused.modules())
+
+
 def test_fused_classifier_equals_unfused():
     model = randomize_inference_state(build_arch_model('t0', 'classifier')).eval()
     fused = switch_model_to_deploy(copy.deepcopy(model))
