@@ -51,10 +51,11 @@ def is_channels_last(x: torch.Tensor) -> bool:
 class PointwiseConv(InferenceOnly):
     """A 1x1 convolution, computed as one matrix product over the positions on the CPU.
 
-    For an NCHW-contiguous CPU input, ``W @ x.view(B, C, H * W)`` (one BLAS call) is several
-    times faster than a 1x1 oneDNN convolution at PartialNet's widths and large feature maps;
-    other inputs (channels-last, CUDA, exporting) use the convolution. The residual of the
-    block can be added in the same call, into the freshly computed output.
+    For an NCHW-contiguous CPU input, ``W @ x.view(B, C, H * W)`` (one batched BLAS call) is
+    up to ~4x faster than oneDNN's NCHW 1x1 convolution on the large early feature maps
+    (e.g. 64 -> 128 channels at 56x56) and about as fast elsewhere; other inputs
+    (channels-last, CUDA, exporting) use the convolution. The block's residual is added into
+    the freshly computed output.
 
     Args:
         conv (nn.Conv2d): A 1x1, stride-1, ungrouped convolution (with or without bias).
