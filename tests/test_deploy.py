@@ -70,6 +70,26 @@ def test_fused_backbone_equals_unfused(arch, shape):
     assert_outputs_close(got, expected, FUSED_RTOL, f'{arch} fused')
 
 
+@pytest.mark.parametrize('arch', ['t0', 't1'])
+def test_fused_backbone_matches_the_authors_outputs(arch):
+    """The authors' weights and outputs (../shared/reference), through the fused model."""
+    from collections import OrderedDict
+
+    from conftest import reference_file
+
+    from partialnet_mm import convert_state_dict
+    ref = torch.load(reference_file(f'partialnet_{arch}_reference.pth'), weights_only=True)
+    weights = OrderedDict(ref['cls_state_dict'])
+    weights.update(ref['det_extra_state_dict'])
+    model = PartialNet(arch=arch)
+    model.load_state_dict(convert_state_dict(weights, backbone_only=True, arch=arch)[0])
+    fused = model.eval().switch_to_deploy()
+    with torch.no_grad():
+        for inputs, feats in (('xdet', 'feats'), ('xwide', 'feats_wide')):
+            # SPEC.md's tolerance for matching the authors (1e-4 x max|theirs|)
+            assert_outputs_close(fused(ref[inputs]), ref[feats], 1e-4, f'{arch} {feats}')
+
+
 @pytest.mark.parametrize('memory_format, shape', [
     ('contiguous', (2, 3, 96, 160)),  # NCHW path: 1x1 convolutions as one GEMM on the CPU
     ('channels_last', (1, 3, 64, 1024)),  # last stage 2x32: iRPE's logarithmic buckets
