@@ -14,14 +14,22 @@ from partialnet_mm import PartialNet
 from partialnet_mm.analysis import build_arch_model, load_config, switch_model_to_deploy
 from partialnet_mm.models.layers import EuclideanRelativePositionBias
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
-
 FUSED_RTOL = 1e-5  # max |fused - unfused| <= FUSED_RTOL * max |unfused|, per output
 ONNX_RTOL = 1e-4
 # (arch, input): t0/t1 at the full classification size, the others small
 PARITY_CASES = [('t0', (2, 3, 224, 224)), ('t1', (2, 3, 224, 224)), ('t2', (2, 3, 64, 64)),
                 ('s', (1, 3, 64, 64)), ('m', (1, 3, 64, 64)), ('l', (1, 3, 64, 64))]
 SPEC_T0_CLASSIFIER_PARAMS = 3486160  # SPEC.md, variants table
+
+
+@pytest.fixture(autouse=True, scope='module')
+def one_thread():
+    """One torch thread for this module (small inputs; robust to a CPU shared with other jobs,
+    where two spinning threads slow each other down), restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def randomize_inference_state(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -241,10 +249,14 @@ def test_onnx_classifier_from_config(onnxruntime, tmp_path):
 
 # ------------------------------------------------------------------ tools
 def test_benchmark_tool_compares_naive_and_fused(capsys):
-    rows = run_tool('benchmark.py', '--arch', 't0', '--compare-naive', '--batch-size', 2,
-                    '--shape', 64, '--runs', 2, '--warmup', 1, '--threads', 2, '--config',
-                    osp.join(ROOT, 'configs', 'demo', 'mask_rcnn_partialnet_t0_demo.py'),
-                    '--cfg-options', 'model.test_cfg.rpn.max_per_img=10')  # small RoI heads
+    threads = torch.get_num_threads()
+    try:  # --threads sets it for the whole process
+        rows = run_tool('benchmark.py', '--arch', 't0', '--compare-naive', '--batch-size', 2,
+                        '--shape', 64, '--runs', 2, '--warmup', 1, '--threads', 1, '--config',
+                        osp.join(ROOT, 'configs', 'demo', 'mask_rcnn_partialnet_t0_demo.py'),
+                        '--cfg-options', 'model.test_cfg.rpn.max_per_img=10')  # small heads
+    finally:
+        torch.set_num_threads(threads)
     printed = capsys.readouterr().out
     assert [(r['model'].split('/')[-1], r['variant']) for r in rows] == [
         ('t0 backbone', 'naive'), ('t0 backbone', 'fused'),
@@ -254,7 +266,7 @@ def test_benchmark_tool_compares_naive_and_fused(capsys):
         assert ('speedup' in r) == (r['variant'] == 'fused')
         if 'speedup' in r:
             assert r['speedup'] > 0
-    assert '2 threads' in printed and '| t0 backbone' in printed and 'speed-up' in printed
+    assert 'threads=1' in printed and '| t0 backbone' in printed and 'speed-up' in printed
     with pytest.raises(SystemExit):
         run_tool('benchmark.py', '--arch', 't0', '--fuse', '--compare-naive')
 

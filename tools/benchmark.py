@@ -193,7 +193,7 @@ def machine_description(device) -> str:
         pass
     capability = torch.backends.cpu.get_cpu_capability()
     return (f'CPU {cpu} ({capability}), torch {torch.__version__}, '
-            f'{torch.get_num_threads()} threads')
+            f'threads={torch.get_num_threads()}')
 
 
 def format_table(rows: List[Dict], header: str) -> str:
