@@ -13,7 +13,6 @@ import os
 import os.path as osp
 from typing import List, Optional, Sequence, Tuple
 
-import torch
 import torch.nn as nn
 
 from .models import PartialNet

@@ -18,7 +18,6 @@ Detection and segmentation configs export their backbone (the rest of such a mod
 mmdeploy's business); classification (mmpretrain) configs export the whole classifier.
 """
 import argparse
-import copy
 import warnings
 from typing import Dict, List, Sequence, Tuple
 
