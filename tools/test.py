@@ -1,10 +1,12 @@
 """Test (and evaluate) a checkpoint with a config (mmengine Runner).
 
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR] [--out FILE.pkl]
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR] [--out FILE.pkl] [--fuse]
 
 Works for mmdet, mmseg and mmpretrain configs alike (the config's ``default_scope`` decides).
 ``--show-dir`` writes images with the predictions drawn (boxes and masks, label maps, or
-class labels). Multi-GPU: ``tools/dist_test.sh``.
+class labels). ``--fuse`` tests the fused inference form of the PartialNet backbone
+(``switch_to_deploy()`` after the checkpoint is loaded: same predictions, faster). Multi-GPU:
+``tools/dist_test.sh``.
 """
 import argparse
 import os
@@ -15,6 +17,7 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from partialnet_mm.analysis import switch_model_to_deploy
 from partialnet_mm.checkpoint import CheckpointError
 from partialnet_mm.runtime import (DataError, check_datasets, enable_visualization,
                                    explain_data_errors, setup_cpu_distributed)
@@ -29,6 +32,10 @@ def parse_args(argv=None):
     parser.add_argument('--show', action='store_true', help='show prediction results')
     parser.add_argument('--show-dir', help='directory where painted images are saved')
     parser.add_argument('--wait-time', type=float, default=2, help='interval of --show (s)')
+    parser.add_argument(
+        '--fuse', action='store_true',
+        help='fold the PartialNet backbone for inference (switch_to_deploy) once the '
+        'checkpoint is loaded; for testing and inference only')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override config settings, key=value (e.g. test_dataloader.batch_size=1)')
@@ -66,6 +73,14 @@ def add_dump(runner, cfg, out):
     runner.test_evaluator.metrics.append(Dump(out_file_path=out))
 
 
+def fuse_after_loading(runner):
+    """``--fuse``: load the checkpoint now (fusion folds its BN statistics), then fold."""
+    runner.load_or_resume()  # runner.test() sees it loaded and does not load again
+    runner.model.eval()
+    switch_model_to_deploy(runner.model)
+    runner.logger.info('--fuse: the backbone is in its fused inference form')
+
+
 def main(argv=None):
     args = parse_args(argv)
     try:
@@ -77,6 +92,8 @@ def main(argv=None):
         runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
         if args.out:
             add_dump(runner, cfg, args.out)
+        if args.fuse:
+            fuse_after_loading(runner)
         with explain_data_errors(cfg, ['test_dataloader']):
             metrics = runner.test()
     except (DataError, CheckpointError) as err:

@@ -21,6 +21,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..layers import (PartialConv, PATChannel, PATSelfAttention, PATSpatial,
                       partial_channels)
+from ..layers.deploy import DeployPartialNetBlock
+from ..utils import fuse_conv_norm
 
 # Hyper-parameters shared by every preset; an arch dict may override any of them.
 ARCH_DEFAULTS = dict(
@@ -242,6 +244,8 @@ class PartialNet(BaseModule):
                 f'k: stem and stages 0..k-1), got {frozen_stages}')
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
+        self.deploy = False  # see switch_to_deploy
+        self.deploy_memory_format = None
         self.with_out_norm = with_out_norm
         act_cfg = act_cfg if act_cfg is not None else self.arch['act_cfg']
         if drop_path_rate is None:
@@ -392,6 +396,11 @@ class PartialNet(BaseModule):
                 param.requires_grad = False
 
     def train(self, mode: bool = True):
+        if mode and self.deploy:
+            raise RuntimeError(
+                'This PartialNet was switched to deploy (inference) form: its BatchNorms are '
+                'folded into the convolutions and it cannot be trained. Build a new model '
+                'and load the original checkpoint to train.')
         super().train(mode)
         self._freeze_stages()
         if mode and self.norm_eval:
@@ -399,6 +408,61 @@ class PartialNet(BaseModule):
                 if isinstance(m, _BatchNorm):
                     m.eval()
         return self
+
+    # ------------------------------------------------------------------ deploy
+    deploy_memory_formats = ('auto', 'channels_last', 'contiguous')
+
+    def switch_to_deploy(self, memory_format: str = 'auto') -> 'PartialNet':
+        """Convert to the fused inference form, in place; outputs stay the same.
+
+        Folds every BatchNorm that sits next to a convolution into it (stem, merging layers,
+        MLP, PAT_ch's gate and post-gating norms, PAT_sp), writes the two parts of each
+        partial convolution into one tensor instead of splitting and concatenating, and
+        gathers each PAT_sf layer's iRPE bias once per feature size. The output norms
+        ``norm{i}`` stay (they have no adjacent convolution on the output path). See
+        :mod:`partialnet_mm.models.layers.deploy`.
+
+        Inference only, and final: call it in eval mode, after loading the weights (the
+        folded model has other state-dict keys; a normal checkpoint no longer loads into it).
+        The model refuses ``train()`` afterwards. Calling it again only changes
+        ``memory_format``.
+
+        Args:
+            memory_format (str): Layout the fused model computes in: ``'channels_last'``,
+                ``'contiguous'`` (NCHW) or ``'auto'``: channels-last for CPU inputs (measured
+                faster there, see README "Deployment"), NCHW otherwise. The input is
+                converted on entry; channels-last outputs have the same values. Defaults to
+                ``'auto'``.
+
+        Returns:
+            PartialNet: ``self``.
+        """
+        if memory_format not in self.deploy_memory_formats:
+            raise ValueError(f'memory_format must be one of {self.deploy_memory_formats}, '
+                             f'got {memory_format!r}')
+        if self.training:
+            raise RuntimeError(
+                'switch_to_deploy() is for inference: call model.eval() first (it folds the '
+                'BatchNorms\' running statistics, which training would keep updating).')
+        if not self.deploy:
+            self.stem = fuse_conv_norm(self.stem.conv, self.stem.norm)
+            for stage in self.stages:
+                if hasattr(stage, 'downsample'):
+                    stage.downsample = fuse_conv_norm(stage.downsample.conv,
+                                                      stage.downsample.norm)
+                for j, block in enumerate(stage.blocks):
+                    stage.blocks[j] = DeployPartialNetBlock.from_block(block)
+            self.requires_grad_(False)
+            self.deploy = True
+        self.deploy_memory_format = memory_format
+        return self
+
+    def _deploy_layout(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` in the memory format the deploy model computes in on its device."""
+        channels_last = self.deploy_memory_format == 'channels_last' or (
+            self.deploy_memory_format == 'auto' and x.device.type == 'cpu')
+        return x.contiguous(
+            memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
     # ------------------------------------------------------------------ forward
     def _check_input(self, x: torch.Tensor):
@@ -418,6 +482,8 @@ class PartialNet(BaseModule):
 
     def forward(self, x: torch.Tensor) -> tuple:
         self._check_input(x)
+        if self.deploy:
+            x = self._deploy_layout(x)
         x = self.stem(x)
         outs = []
         for i, stage in enumerate(self.stages):

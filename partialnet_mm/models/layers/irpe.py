@@ -6,22 +6,24 @@ Transformer" (ICCV 2021), as configured by PartialNet (``ratio=20``, ``method='e
 """
 import math
 from functools import lru_cache
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
 
+from ..utils.export import is_exporting
 
-@lru_cache(maxsize=64)
-def _euclidean_bucket_ids_cpu(height: int, width: int, alpha: float, beta: float,
-                              gamma: float) -> torch.Tensor:
-    """Bucket index of every (query, key) pair of an ``height x width`` grid.
 
-    Computed in float32 in the same order as the authors' implementation so the
-    (rounded) indices agree bit for bit.
+def euclidean_bucket_ids(height, width, alpha: float, beta: float, gamma: float,
+                         device=None) -> torch.Tensor:
+    """Bucket index of every (query, key) pair of an ``height x width`` grid, (L, L) long.
+
+    Computed in float32 in the same order as the authors' implementation so the (rounded)
+    indices agree bit for bit. Tensor operations only: ``height`` and ``width`` may be
+    symbolic sizes of an exported graph, where the indices are then computed in-graph.
     """
-    rows = torch.arange(height).view(height, 1).expand(height, width)
-    cols = torch.arange(width).view(1, width).expand(height, width)
+    rows = torch.arange(height, device=device).view(-1, 1).expand(height, width)
+    cols = torch.arange(width, device=device).view(1, -1).expand(height, width)
     pos = torch.stack([rows, cols], dim=-1).reshape(-1, 2)  # (L, 2), row-major
     diff = pos[:, None, :] - pos[None, :, :]  # (L, L, 2), int64
     dist = diff.square().sum(-1).float().sqrt().round()
@@ -30,7 +32,14 @@ def _euclidean_bucket_ids_cpu(height: int, width: int, alpha: float, beta: float
     log_branch = (alpha + torch.log(dist.clamp(min=alpha) / alpha) /
                   math.log(gamma / alpha) * (beta - alpha)).round().clip(max=beta)
     index = torch.where(far, log_branch, dist).long()
-    return (index + int(beta)).contiguous()
+    return index + int(beta)
+
+
+@lru_cache(maxsize=64)
+def _euclidean_bucket_ids_cpu(height: int, width: int, alpha: float, beta: float,
+                              gamma: float) -> torch.Tensor:
+    """:func:`euclidean_bucket_ids` on the CPU, cached per size."""
+    return euclidean_bucket_ids(height, width, alpha, beta, gamma).contiguous()
 
 
 class EuclideanRelativePositionBias(nn.Module):
@@ -42,7 +51,10 @@ class EuclideanRelativePositionBias(nn.Module):
     offset by ``beta``. ``bias[h, i, j] = bias_table[h, bucket(i, j)]``.
 
     Bucket indices depend only on the feature size; they are cached per
-    ``(height, width, device)`` and shared by every layer, so any input size works.
+    ``(height, width, device)`` and shared by every layer, so any input size works. While
+    exporting (ONNX, tracing) they are computed inside the graph from the feature size, so
+    an exported model accepts any size too. For inference, :meth:`cached_bias` also keeps the
+    gathered bias per feature size.
 
     Args:
         num_heads (int): Number of attention heads (one table row each).
@@ -57,6 +69,8 @@ class EuclideanRelativePositionBias(nn.Module):
         self.num_buckets = 2 * int(self.beta) + 1
         self.bias_table = nn.Parameter(torch.zeros(num_heads, self.num_buckets))
         self._device_cache = {}
+        self._bias_cache = {}  # see cached_bias
+        self._bias_cache_stamp = None
 
     def bucket_ids(self, height: int, width: int, device: torch.device) -> torch.Tensor:
         """(L, L) long tensor of bucket indices, L = height * width, on ``device``."""
@@ -73,9 +87,42 @@ class EuclideanRelativePositionBias(nn.Module):
     def forward(self, hw_shape: Tuple[int, int], device=None) -> torch.Tensor:
         """Bias of shape (1, num_heads, L, L) for an ``hw_shape`` token grid."""
         height, width = hw_shape
-        ids = self.bucket_ids(height, width, device or self.bias_table.device)
+        device = device or self.bias_table.device
+        if is_exporting():
+            ids = euclidean_bucket_ids(height, width, self.alpha, self.beta, self.gamma,
+                                       device=device)
+            return self.bias_table[:, ids].unsqueeze(0)  # no size arithmetic in the graph
+        ids = self.bucket_ids(height, width, device)
         length = height * width
         return self.bias_table[:, ids.flatten()].view(1, self.num_heads, length, length)
+
+    def cached_bias(self, hw_shape: Tuple[int, int], device=None,
+                    dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+        """:meth:`forward` for inference, gathered once per feature size and reused.
+
+        Kept per ``(height, width, device, dtype)`` (16 sizes at most) and dropped as soon as
+        ``bias_table`` changes (loading weights, moving the module, in-place edits), so it
+        never goes stale. No gradient flows through it: use :meth:`forward` for training.
+        """
+        table = self.bias_table
+        stamp = (table.data_ptr(), table._version, table.device)
+        if stamp != self._bias_cache_stamp:
+            self.clear_bias_cache()
+            self._bias_cache_stamp = stamp
+        key = (tuple(hw_shape), str(device or table.device), dtype or table.dtype)
+        bias = self._bias_cache.get(key)
+        if bias is None:
+            with torch.no_grad():
+                bias = self.forward(hw_shape, device=device).to(key[2]).contiguous()
+            if len(self._bias_cache) >= 16:
+                self._bias_cache.pop(next(iter(self._bias_cache)))
+            self._bias_cache[key] = bias
+        return bias
+
+    def clear_bias_cache(self):
+        """Forget the biases gathered by :meth:`cached_bias`."""
+        self._bias_cache.clear()
+        self._bias_cache_stamp = None
 
     def extra_repr(self) -> str:
         return (f'num_heads={self.num_heads}, alpha={self.alpha}, beta={self.beta}, '

@@ -1,0 +1,331 @@
+"""Deployment: the fused inference form computes what the trained model computes; ONNX export,
+benchmark, FLOPs and ``tools/test.py --fuse``."""
+import copy
+import os.path as osp
+import re
+
+import pytest
+import torch
+import torch.nn as nn
+from conftest import ROOT, data_root_options, run_tool
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from partialnet_mm import PartialNet
+from partialnet_mm.analysis import build_arch_model, load_config, switch_model_to_deploy
+from partialnet_mm.models.layers import EuclideanRelativePositionBias
+
+FUSED_RTOL = 1e-5  # max |fused - unfused| <= FUSED_RTOL * max |unfused|, per output
+ONNX_RTOL = 1e-4
+# (arch, input): t0/t1 at the full classification size, the others small
+PARITY_CASES = [('t0', (2, 3, 224, 224)), ('t1', (2, 3, 224, 224)), ('t2', (2, 3, 64, 64)),
+                ('s', (1, 3, 64, 64)), ('m', (1, 3, 64, 64)), ('l', (1, 3, 64, 64))]
+SPEC_T0_CLASSIFIER_PARAMS = 3486160  # SPEC.md, variants table
+
+
+@pytest.fixture(autouse=True, scope='module')
+def one_thread():
+    """One torch thread for this module (small inputs; robust to a CPU shared with other jobs,
+    where two spinning threads slow each other down), restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def randomize_inference_state(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial values for everything fusion folds: BN statistics and affines, LayerNorm
+    affines, iRPE tables (convolutions keep PyTorch's default init, which is not tiny)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, _BatchNorm):
+                n = m.num_features
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.5)
+                m.running_var.copy_(torch.rand(n, generator=g) * 2 + 0.1)
+                m.weight.copy_(torch.randn(n, generator=g))
+                m.bias.copy_(torch.randn(n, generator=g) * 0.5)
+            elif isinstance(m, nn.LayerNorm):
+                m.weight.copy_(1 + torch.randn(m.weight.shape, generator=g) * 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.5)
+            elif isinstance(m, EuclideanRelativePositionBias):
+                m.bias_table.copy_(torch.randn(m.bias_table.shape, generator=g))
+    return model
+
+
+def assert_outputs_close(got, expected, rtol, what):
+    assert len(got) == len(expected), what
+    for i, (a, b) in enumerate(zip(got, expected)):
+        assert a.shape == b.shape, f'{what}[{i}]: {a.shape} vs {b.shape}'
+        err = (a - b).abs().max().item()
+        scale = b.abs().max().item()
+        assert err <= rtol * scale, f'{what}[{i}]: max|diff| {err:.3g} > {rtol} * {scale:.3g}'
+
+
+def fused_copy(model: PartialNet, memory_format: str = 'auto') -> PartialNet:
+    return copy.deepcopy(model).switch_to_deploy(memory_format)
+
+
+@pytest.mark.parametrize('arch, shape', PARITY_CASES)
+def test_fused_backbone_equals_unfused(arch, shape):
+    model = randomize_inference_state(PartialNet(arch=arch)).eval()
+    fused = fused_copy(model)
+    # every BN next to a convolution is gone; only the four output norms remain
+    assert sum(isinstance(m, _BatchNorm) for m in fused.modules()) == 4
+    assert sum(isinstance(m, _BatchNorm) for m in model.modules()) > 4
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected, got = model(x), fused(x)
+    assert_outputs_close(got, expected, FUSED_RTOL, f'{arch} fused')
+
+
+@pytest.mark.parametrize('arch', ['t0', 't1'])
+def test_fused_backbone_matches_the_authors_outputs(arch):
+    """The authors' weights and outputs (../shared/reference), through the fused model."""
+    from collections import OrderedDict
+
+    from conftest import reference_file
+
+    from partialnet_mm import convert_state_dict
+    ref = torch.load(reference_file(f'partialnet_{arch}_reference.pth'), weights_only=True)
+    weights = OrderedDict(ref['cls_state_dict'])
+    weights.update(ref['det_extra_state_dict'])
+    model = PartialNet(arch=arch)
+    model.load_state_dict(convert_state_dict(weights, backbone_only=True, arch=arch)[0])
+    fused = model.eval().switch_to_deploy()
+    with torch.no_grad():
+        for inputs, feats in (('xdet', 'feats'), ('xwide', 'feats_wide')):
+            # SPEC.md's tolerance for matching the authors (1e-4 x max|theirs|)
+            assert_outputs_close(fused(ref[inputs]), ref[feats], 1e-4, f'{arch} {feats}')
+
+
+@pytest.mark.parametrize('memory_format, shape', [
+    ('contiguous', (2, 3, 96, 160)),  # NCHW path: 1x1 convolutions as one GEMM on the CPU
+    ('channels_last', (1, 3, 64, 1024)),  # last stage 2x32: iRPE's logarithmic buckets
+])
+def test_fused_memory_formats_and_sizes(memory_format, shape):
+    """t1 has every layer kind (PAT_ch, PAT_sf, PAT_sp); both layouts, odd sizes."""
+    model = randomize_inference_state(PartialNet(arch='t1', out_indices=(1, 3)), seed=3).eval()
+    fused = fused_copy(model, memory_format)
+    x = torch.randn(*shape)
+    with torch.no_grad():
+        expected, got = model(x), fused(x)
+    assert_outputs_close(got, expected, FUSED_RTOL, f't1 {memory_format} {shape}')
+    assert got[0].is_contiguous(memory_format=torch.channels_last
+                                if memory_format == 'channels_last' else torch.contiguous_format)
+
+
+@pytest.mark.parametrize('mixer', ['pconv', 'channel_attn', 'self_attn', 'custom'])
+def test_fused_block_for_each_mixing(mixer):
+    """Every block form, incl. plain PConv (slicing forward) and a mixing fusion does not know
+    (kept as it is, e.g. a DPConv before its export), with PAT_sp; the input stays intact."""
+    from partialnet_mm.models.backbones.partialnet import PartialNetBlock
+    from partialnet_mm.models.layers.deploy import DeployPartialNetBlock
+    block = PartialNetBlock(32, 8, 'pconv' if mixer == 'custom' else mixer, mlp_ratio=2.,
+                            drop_path=0., act_cfg=dict(type='GELU'), norm_cfg=dict(type='BN'),
+                            use_spatial_attn=True)
+    if mixer == 'custom':
+        block.spatial_mixing = nn.Conv2d(32, 32, 3, padding=1)
+    randomize_inference_state(block, seed=4).eval()
+    fused = DeployPartialNetBlock.from_block(copy.deepcopy(block))
+    x = torch.randn(2, 32, 9, 11)
+    x_before = x.clone()
+    with torch.no_grad():
+        expected, got = block(x), fused(x)
+    assert_outputs_close([got], [expected], FUSED_RTOL, f'{mixer} block')
+    assert torch.equal(x, x_before), 'the fused block must not modify its input'
+    assert not any(isinstance(m, _BatchNorm) for m in fused.modules())
+
+
+def test_fused_classifier_equals_unfused():
+    model = randomize_inference_state(build_arch_model('t0', 'classifier')).eval()
+    fused = switch_model_to_deploy(copy.deepcopy(model))
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        expected = model(x, mode='tensor')
+        got = fused(x, mode='tensor')
+    assert_outputs_close([got], [expected], FUSED_RTOL, 't0 logits')
+
+
+def test_switch_to_deploy_contract():
+    model = randomize_inference_state(PartialNet(arch='t0'))
+    with pytest.raises(RuntimeError, match=r'call model.eval\(\) first'):
+        model.switch_to_deploy()  # a fresh module is in training mode
+    model.eval()
+    with pytest.raises(ValueError, match=r"memory_format must be one of \('auto'"):
+        model.switch_to_deploy('nhwc')
+    state = copy.deepcopy(model.state_dict())
+    x = torch.randn(1, 3, 96, 128)
+    with torch.no_grad():
+        first = model.switch_to_deploy()(x)
+        again = model.switch_to_deploy()(x)  # idempotent
+        nchw = model.switch_to_deploy('contiguous')(x)  # only the layout changes
+    assert_outputs_close(again, first, 0, 'second switch')
+    assert_outputs_close(nchw, first, FUSED_RTOL, 'layout change')
+    assert all(not p.requires_grad for p in model.parameters())
+    with pytest.raises(RuntimeError, match='switched to deploy .* cannot be trained'):
+        model.train()
+    with pytest.raises(RuntimeError, match='inference-only'):
+        model.stages[0].blocks[0].train()
+    with pytest.raises(RuntimeError, match='Missing key'):  # load weights before switching
+        model.load_state_dict(state)
+    with pytest.raises(RuntimeError, match='--fuse .* training mode'):
+        switch_model_to_deploy(PartialNet(arch='t0'))
+
+
+def test_irpe_bias_is_cached_per_size_and_follows_the_table():
+    rpe = randomize_inference_state(EuclideanRelativePositionBias(num_heads=2))
+    bias = rpe.cached_bias((3, 5))
+    assert rpe.cached_bias((3, 5)) is bias  # gathered once per size
+    assert torch.equal(bias, rpe((3, 5)))
+    assert rpe.cached_bias((5, 3)) is not bias and rpe.cached_bias((5, 3)).shape == (1, 2, 15, 15)
+    with torch.no_grad():
+        rpe.bias_table.add_(1.)  # e.g. loading other weights: the cache must not go stale
+    fresh = rpe.cached_bias((3, 5))
+    assert fresh is not bias and torch.equal(fresh, rpe((3, 5)))
+    assert torch.equal(fresh, bias + 1)
+
+
+def test_fuse_refuses_other_backbones():
+    from mmengine.registry import DefaultScope
+    from mmpretrain.registry import MODELS
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        resnet = MODELS.build(dict(
+            type='ImageClassifier', backbone=dict(type='ResNet', depth=18),
+            neck=dict(type='GlobalAveragePooling'),
+            head=dict(type='LinearClsHead', num_classes=2, in_channels=512)))
+    with pytest.raises(ValueError, match='ResNet has no switch_to_deploy'):
+        switch_model_to_deploy(resnet.eval())
+
+
+# ------------------------------------------------------------------ ONNX
+@pytest.fixture(scope='module')
+def onnxruntime():
+    return pytest.importorskip(
+        'onnxruntime', reason='onnxruntime is not installed (pip install onnx onnxruntime, '
+        'listed in requirements/tests.txt); the ONNX export test needs it to run the file')
+
+
+def _onnx_outputs(ort, path, x):
+    session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+    return [torch.from_numpy(o) for o in session.run(None, {'input': x.numpy()})]
+
+
+@pytest.mark.parametrize('fuse', [True, False], ids=['fused', 'unfused'])
+def test_onnx_backbone_dynamic_shapes_match_pytorch(onnxruntime, tmp_path, fuse):
+    model = randomize_inference_state(PartialNet(arch='t0'), seed=5).eval()
+    ckpt = tmp_path / 't0.pth'
+    torch.save(model.state_dict(), ckpt)
+    out = tmp_path / 't0.onnx'
+    result = run_tool('export_onnx.py', out, '--arch', 't0', '--checkpoint', ckpt,
+                      *(['--fuse'] if fuse else []), '--shape', 224)
+    assert result['output_names'] == ['feat0', 'feat1', 'feat2', 'feat3']
+    # the export size, then another batch and a wide input (iRPE's logarithmic buckets)
+    for shape in [(1, 3, 224, 224), (2, 3, 64, 1024)]:
+        x = torch.randn(*shape)
+        with torch.no_grad():
+            expected = model(x)
+        assert_outputs_close(_onnx_outputs(onnxruntime, out, x), expected, ONNX_RTOL,
+                             f'onnx {"fused" if fuse else "unfused"} {shape}')
+
+
+def test_onnx_classifier_from_config(onnxruntime, tmp_path):
+    model = randomize_inference_state(build_arch_model('t0', 'classifier'), seed=6).eval()
+    ckpt = tmp_path / 'cls.pth'
+    torch.save(dict(state_dict=model.state_dict()), ckpt)
+    out = tmp_path / 'cls.onnx'
+    result = run_tool('export_onnx.py', out, '--config',
+                      osp.join(ROOT, 'configs', 'partialnet_t0_imagenet.py'),
+                      '--checkpoint', ckpt, '--fuse', '--shape', 224, '--verify')
+    assert result['output_names'] == ['logits']
+    assert len(result['errors']) == 2 and max(result['errors'].values()) <= ONNX_RTOL
+    for shape in [(1, 3, 224, 224), (3, 3, 160, 288)]:
+        x = torch.randn(*shape)
+        with torch.no_grad():
+            expected = model(x, mode='tensor')
+        got = _onnx_outputs(onnxruntime, out, x)
+        assert got[0].shape == (shape[0], 1000)
+        assert_outputs_close(got, [expected], ONNX_RTOL, f'onnx logits {shape}')
+
+
+# ------------------------------------------------------------------ tools
+def test_benchmark_tool_compares_naive_and_fused(capsys):
+    threads = torch.get_num_threads()
+    try:  # --threads sets it for the whole process
+        rows = run_tool('benchmark.py', '--arch', 't0', '--compare-naive', '--batch-size', 2,
+                        '--shape', 64, '--runs', 2, '--warmup', 1, '--threads', 1, '--config',
+                        osp.join(ROOT, 'configs', 'demo', 'mask_rcnn_partialnet_t0_demo.py'),
+                        '--cfg-options', 'model.test_cfg.rpn.max_per_img=10')  # small heads
+    finally:
+        torch.set_num_threads(threads)
+    printed = capsys.readouterr().out
+    assert [(r['model'].split('/')[-1], r['variant']) for r in rows] == [
+        ('t0 backbone', 'naive'), ('t0 backbone', 'fused'),
+        ('mask_rcnn_partialnet_t0_demo.py', 'naive'), ('mask_rcnn_partialnet_t0_demo.py', 'fused')]
+    for r in rows:
+        assert r['throughput'] > 0 and r['latency_ms'] > 0 and r['input'] == '64x64'
+        assert ('speedup' in r) == (r['variant'] == 'fused')
+        if 'speedup' in r:
+            assert r['speedup'] > 0
+    assert 'threads=1' in printed and '| t0 backbone' in printed and 'speed-up' in printed
+    with pytest.raises(SystemExit):
+        run_tool('benchmark.py', '--arch', 't0', '--fuse', '--compare-naive')
+
+
+def test_benchmark_tool_rejects_unknown_arch():
+    with pytest.raises(ValueError, match="Unknown PartialNet arch 't9'"):
+        run_tool('benchmark.py', '--arch', 't9', '--runs', 1)
+
+
+def test_get_flops_tool(capsys):
+    rows = run_tool('get_flops.py', '--arch', 't0', '--config',
+                    osp.join(ROOT, 'configs', 'demo', 'fpn_partialnet_t0_demo.py'),
+                    '--shape', 224)
+    printed = capsys.readouterr().out
+    t0, seg = rows
+    assert t0['params'] == SPEC_T0_CLASSIFIER_PARAMS
+    # the two attention products of the 2 last-stage blocks: 4 heads, 7x7 tokens, head dim 48
+    assert t0['attention_flops'] == 2 * (2 * 4 * 49 * 49 * 48)
+    assert 0.2e9 < t0['flops'] < 0.3e9  # the paper's T0: 0.25 G
+    assert seg['flops'] > t0['flops'] and seg['attention_flops'] == t0['attention_flops']
+    assert re.search(r'\| t0 classifier +\| 224x224 +\| 3\.486 M +\| 0\.23\d G', printed)
+
+
+def test_installed_config_paths():
+    cfg = load_config('mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py')
+    assert cfg.model.backbone.type == 'ResNet'
+    with pytest.raises(FileNotFoundError, match='did you mean mmdet::mask_rcnn/'):
+        load_config('mmdet::mask-rcnn/mask-rcnn_r50_fpn_1x_coco.py')
+
+
+def test_test_tool_fuse_gives_the_same_predictions(tmp_path, monkeypatch):
+    import pickle
+
+    from partialnet_mm.demo_data import make_imagenet_demo
+    config = osp.join(ROOT, 'configs', 'demo', 'partialnet_t0_imagenet_demo.py')
+    data_root = str(tmp_path / 'imagenet_demo')
+    make_imagenet_demo(data_root, num_train_per_class=1, num_val_per_class=2)
+    model = randomize_inference_state(build_arch_model('t0', 'classifier', num_classes=4), seed=7)
+    ckpt = tmp_path / 'ckpt.pth'
+    torch.save(dict(state_dict=model.state_dict(), meta=dict()), ckpt)
+    switched = []
+    original = PartialNet.switch_to_deploy
+
+    def recording_switch(self, *args, **kwargs):
+        switched.append(self.stem.norm.running_mean.clone())  # the checkpoint is loaded
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(PartialNet, 'switch_to_deploy', recording_switch)
+    predictions = []
+    for flags in ([], ['--fuse']):
+        dump = tmp_path / f'pred{len(flags)}.pkl'
+        run_tool('test.py', config, ckpt, '--work-dir', tmp_path / f'work{len(flags)}',
+                 '--out', dump, *flags, '--cfg-options', *data_root_options(data_root))
+        with open(dump, 'rb') as f:
+            predictions.append(pickle.load(f))
+    assert len(switched) == 1  # --fuse folded the backbone, after loading the checkpoint
+    assert torch.equal(switched[0], model.backbone.stem.norm.running_mean)
+    plain, fused = predictions
+    assert len(plain) == len(fused) == 8
+    scores = torch.stack([p['pred_score'] for p in plain])
+    fused_scores = torch.stack([p['pred_score'] for p in fused])
+    assert_outputs_close([fused_scores], [scores], FUSED_RTOL, 'test.py --fuse scores')
