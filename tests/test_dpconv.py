@@ -325,6 +325,7 @@ def det_model():
 def seg_model():
     cfg = Config.fromfile(osp.join(ROOT, 'configs', 'fpn_partialnet_t0_ade20k.py'))
     cfg.model.backbone.update(init_cfg=None, dpconv=dict(stages=(0, 1, 2)))
+    cfg.model.data_preprocessor.size = (64, 64)  # not padded to the 512 px crop
     return build_from_config('mmseg', cfg.model), 'decode.loss_ce', seg_batch
 
 
