@@ -21,7 +21,6 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..layers import (PartialConv, PATChannel, PATSelfAttention, PATSpatial,
                       partial_channels)
-from ..layers.dpconv import dpconv_losses, enable_dpconv
 
 # Hyper-parameters shared by every preset; an arch dict may override any of them.
 ARCH_DEFAULTS = dict(
@@ -282,9 +281,12 @@ class PartialNet(BaseModule):
             ]
             block_idx += depth
             self.stages.append(PartialNetStage(downsample, blocks))
-        self.dpconv = None if dpconv is None else enable_dpconv(
-            self, dpconv, norm_cfg=norm_cfg, attn_norm_cfg=attn_norm_cfg,
-            attn_drop_rate=attn_drop_rate, proj_drop_rate=proj_drop_rate)
+        self.dpconv = None
+        if dpconv is not None:  # learned splits: see layers/dpconv.py
+            from ..layers.dpconv import enable_dpconv
+            self.dpconv = enable_dpconv(
+                self, dpconv, norm_cfg=norm_cfg, attn_norm_cfg=attn_norm_cfg,
+                attn_drop_rate=attn_drop_rate, proj_drop_rate=proj_drop_rate)
         if with_out_norm:
             for i in self.out_indices:
                 self.add_module(f'norm{i}', build_norm_layer(norm_cfg, self.embed_dims[i])[1])
@@ -390,6 +392,16 @@ class PartialNet(BaseModule):
     def total_stride(self) -> int:
         return self.stem_stride * self.merge_stride**(self.num_stages - 1)
 
+    def aux_losses(self) -> Dict[str, torch.Tensor]:
+        """Losses this backbone adds to the model's loss dict: DPConv's complexity and order
+        terms (``{}`` with dpconv off). ``partialnet_mm.engine.attach_aux_losses`` (done by
+        ``DPConvHook``) merges them into the loss dict of mmdet, mmseg and mmpretrain models.
+        """
+        if self.dpconv is None:
+            return {}
+        from ..layers.dpconv import dpconv_losses
+        return dpconv_losses(self, self.dpconv)
+
     # ------------------------------------------------------------------ weights
     def init_weights(self):
         cfg = self.init_cfg
@@ -455,14 +467,6 @@ class PartialNet(BaseModule):
                 if isinstance(m, _BatchNorm):
                     m.eval()
         return self
-
-    # ------------------------------------------------------------------ DPConv
-    def aux_losses(self) -> Dict[str, torch.Tensor]:
-        """Losses this backbone adds to the model's loss dict: DPConv's complexity and order
-        terms (``{}`` with dpconv off). ``partialnet_mm.engine.attach_aux_losses`` (done by
-        ``DPConvHook``) merges them into the loss dict of mmdet, mmseg and mmpretrain models.
-        """
-        return {} if self.dpconv is None else dpconv_losses(self, self.dpconv)
 
     # ------------------------------------------------------------------ forward
     def _check_input(self, x: torch.Tensor):
