@@ -6,6 +6,7 @@ import os.path as osp
 
 import pytest
 import torch
+import torch.nn as nn
 from conftest import ROOT, data_root_options, run_tool
 from mmengine.config import Config
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -358,6 +359,18 @@ def test_losses_enter_the_loss_dict_of_every_library(build):
     for name, layer in dpconv_layers(model.backbone):
         assert layer.conv.gates.grad.abs().sum() > 0, name
     assert len(model._forward_hooks) == 1
+
+
+def test_hook_needs_a_dpconv_backbone_and_counts_epochs_of_iteration_loops():
+    from types import SimpleNamespace
+
+    from partialnet_mm.engine import DPConvHook
+    from partialnet_mm.engine.dpconv_hook import train_epoch
+    runner = SimpleNamespace(model=nn.Sequential(PartialNet(arch=TINY)))
+    with pytest.raises(ValueError, match='no PartialNet backbone with DPConv on'):
+        DPConvHook().before_run(runner)
+    iter_based = SimpleNamespace(train_loop=SimpleNamespace(dataloader=[None] * 5), iter=12)
+    assert train_epoch(iter_based) == 2
 
 
 def test_training_without_the_hook_warns():

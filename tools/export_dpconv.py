@@ -127,7 +127,9 @@ def export(args):
         raise ExportError(f'the checkpoint does not fit the config\'s backbone: {err}') from None
 
     plain_state, conv_channels = export_dpconv(model)
-    arch = dict(model.arch, conv_channels=conv_channels)
+    arch = dict(embed_dims=model.arch['embed_dims'], depths=model.arch['depths'])
+    arch.update((k, v) for k, v in model.arch.items() if k not in arch)
+    arch['conv_channels'] = conv_channels
     plain_kwargs = dict(kwargs, arch=arch)
     plain_kwargs.pop('dpconv')
     plain = build_backbone(plain_kwargs)
@@ -139,12 +141,17 @@ def export(args):
 
     splits = OrderedDict((name, (layer.conv_channels, layer.channels))
                          for name, layer in dpconv_layers(model))
+    # gates not in legal order (an 'on' gate before an 'off' one): the block's mask is
+    # sparser than dense; exported exactly all the same
+    unordered = [name for name, layer in dpconv_layers(model)
+                 if layer.conv.states().tolist() != sorted(layer.conv.states().tolist())]
     out_state = OrderedDict((k, v) for k, v in state.items() if not k.startswith(prefix))
     out_state.update((prefix + k, v) for k, v in plain_state.items())
     snippet = config_snippet(arch)
     hooks = [h for h in cfg.get('custom_hooks', []) if h.get('type') != 'DPConvHook']
     info = dict(
         source=osp.abspath(args.src), arch=arch, conv_channels=conv_channels, splits=splits,
+        unordered=unordered,
         config_change=dict(model=dict(backbone=dict(arch=arch, dpconv=None)),
                            remove_hooks=['DPConvHook']),
         config_snippet=snippet, max_rel_diff=rel_diff, partialnet_mm_version=__version__)
@@ -175,8 +182,10 @@ def main(argv=None):
         sys.exit(f'export_dpconv: {args.src}: {err}')
     print('learned splits (convolved / channels):')
     for name, (c, d) in info['splits'].items():
+        note = ('  gates out of order: grouped (sparser) 3x3 weight'
+                if name in info['unordered'] else '')
         print(f'  stage {name[1]} block {name.split(".b")[1]}: {c:4d} / {d:<4d} '
-              f'(1/{d // c})')
+              f'(1/{d // c}){note}')
     print(f'exported backbone == DPConv backbone within {info["max_rel_diff"]:.2g} x '
           f'max|output|; written to {args.dst}')
     print('config change for the exported checkpoint (stored in its '
