@@ -377,12 +377,22 @@ def load_pretrained_backbone(model, filename: str, prefix: Optional[str] = None,
                 if f'backbone.{OURS_MARKER}' in state_dict else '')
         raise CheckpointError(f'{filename} holds no PartialNet backbone weights at the '
                               f'top level (first keys: {list(state_dict)[:5]}).{hint}')
+    # a DPConv backbone starts from plain weights: same function, gates set to their split
+    from .models.layers.dpconv import embed_plain_weights
+    try:
+        state_dict = embed_plain_weights(model, state_dict)
+    except ValueError as err:
+        raise CheckpointError(f'{filename} does not fit the DPConv backbone: {err}') from None
     own = model.state_dict()
     signature = arch_signature(state_dict)
     looks_like = match_arch(signature)
     hint = (f'PartialNet-{model.arch_name or "custom"}; the checkpoint looks like '
             + (f'PartialNet-{looks_like}' if looks_like else
                f'no preset ({describe_signature(signature)})'))
+    if any(k.endswith('.conv.gates') for k in state_dict) and not any(
+            k.endswith('.conv.gates') for k in own):
+        hint += (' with DPConv gates (a DPConv training checkpoint): export it with '
+                 'tools/export_dpconv.py and build the backbone with the arch it prints')
     mismatched = [k for k, v in state_dict.items() if k in own and v.shape != own[k].shape]
     unexpected = sorted(set(state_dict) - set(own))
     if mismatched or unexpected:

@@ -32,6 +32,9 @@ ARCH_DEFAULTS = dict(
     act_cfg=dict(type='ReLU', inplace=True),
     drop_path_rate=0.,
     use_spatial_attn=False,  # PAT_sp at the end of every MLP
+    # convolved channels per stage: None (channels // n_div), an int (every block of the
+    # stage) or one int per block (a learned split, e.g. exported from DPConv)
+    conv_channels=None,
 )
 ARCH_REQUIRED_KEYS = ('embed_dims', 'depths')
 
@@ -175,7 +178,9 @@ class PartialNet(BaseModule):
             ``'t2'``, ``'s'``, ``'m'``, ``'l'``) or a dict with at least ``embed_dims``
             (int C, stage widths C·2^i; or one width per stage) and ``depths``; optional keys
             ``n_div``, ``mlp_ratio``, ``num_heads``, ``act_cfg``, ``drop_path_rate``,
-            ``use_spatial_attn`` default to :data:`ARCH_DEFAULTS`. Defaults to ``'t0'``.
+            ``use_spatial_attn``, ``conv_channels`` default to :data:`ARCH_DEFAULTS`.
+            ``conv_channels`` gives each stage's convolved widths (None: ``C_i // n_div``;
+            an int for every block; or one int per block). Defaults to ``'t0'``.
         in_channels (int): Input image channels. Defaults to 3.
         out_indices (Sequence[int]): Stages whose outputs are returned. Defaults to all
             four, ``(0, 1, 2, 3)``.
@@ -202,6 +207,13 @@ class PartialNet(BaseModule):
             authors' checkpoint is converted on the fly); a missing local file gives one
             warning and training from scratch. Defaults to None: the authors' init
             (truncated normal std 0.02 for conv/linear weights, zero biases, LayerNorm 1/0).
+        dpconv (dict, optional): Learn the split of the blocks' partial convolutions
+            (DPConv, :mod:`partialnet_mm.models.layers.dpconv`), starting from the arch's
+            split. Keys (defaults in ``DPCONV_DEFAULTS``): ``stages`` (None: all),
+            ``budget`` (b), ``warmup_epochs``, ``complexity_weight``, ``order_weight``,
+            ``gate_init``. Train with ``DPConvHook``; export with
+            ``tools/export_dpconv.py``. Defaults to None (fixed split; state-dict keys as
+            without this option).
     """
 
     arch_settings = {
@@ -229,7 +241,8 @@ class PartialNet(BaseModule):
                  attn_drop_rate: float = 0.1,
                  proj_drop_rate: float = 0.1,
                  with_out_norm: bool = True,
-                 init_cfg: Optional[Union[dict, List[dict]]] = None):
+                 init_cfg: Optional[Union[dict, List[dict]]] = None,
+                 dpconv: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         self.arch = self.parse_arch(arch)
         self.arch_name = arch if isinstance(arch, str) else None
@@ -259,11 +272,11 @@ class PartialNet(BaseModule):
         for i, (channels, depth) in enumerate(zip(self.embed_dims, self.depths)):
             downsample = None if i == 0 else ConvNorm(
                 self.embed_dims[i - 1], channels, self.merge_stride, norm_cfg)
-            conv_channels = partial_channels(channels, self.arch['n_div'])
+            conv_channels = self.arch['conv_channels'][i]
             mixer = 'self_attn' if i == self.num_stages - 1 else 'channel_attn'
             blocks = [
                 PartialNetBlock(
-                    channels, conv_channels, mixer, mlp_ratio=self.arch['mlp_ratio'],
+                    channels, conv_channels[j], mixer, mlp_ratio=self.arch['mlp_ratio'],
                     drop_path=dpr[block_idx + j], act_cfg=act_cfg, norm_cfg=norm_cfg,
                     use_spatial_attn=self.arch['use_spatial_attn'],
                     num_heads=self.arch['num_heads'], attn_drop_rate=attn_drop_rate,
@@ -272,6 +285,12 @@ class PartialNet(BaseModule):
             ]
             block_idx += depth
             self.stages.append(PartialNetStage(downsample, blocks))
+        self.dpconv = None
+        if dpconv is not None:  # learned splits: see layers/dpconv.py
+            from ..layers.dpconv import enable_dpconv
+            self.dpconv = enable_dpconv(
+                self, dpconv, norm_cfg=norm_cfg, attn_norm_cfg=attn_norm_cfg,
+                attn_drop_rate=attn_drop_rate, proj_drop_rate=proj_drop_rate)
         if with_out_norm:
             for i in self.out_indices:
                 self.add_module(f'norm{i}', build_norm_layer(norm_cfg, self.embed_dims[i])[1])
@@ -313,7 +332,46 @@ class PartialNet(BaseModule):
             raise ValueError(f'PartialNet embed_dims {dims} and depths {depths} must have '
                              f'one entry per stage')
         settings.update(embed_dims=dims, depths=depths)
+        settings['conv_channels'] = cls._resolve_conv_channels(settings)
         return settings
+
+    @staticmethod
+    def _resolve_conv_channels(settings: dict) -> tuple:
+        """``arch['conv_channels']`` as one tuple of per-block widths per stage."""
+        dims, depths, spec = settings['embed_dims'], settings['depths'], settings['conv_channels']
+        form = ('None (channels // n_div), an int (every block of the stage) or a list with '
+                'one int per block')
+        if spec is None:
+            spec = [None] * len(depths)
+        if not isinstance(spec, (list, tuple)) or len(spec) != len(depths):
+            raise ValueError(f'PartialNet arch conv_channels must have one entry per stage '
+                             f'({len(depths)}), each {form}; got {spec!r}')
+        resolved = []
+        for i, (entry, channels, depth) in enumerate(zip(spec, dims, depths)):
+            if entry is None:
+                widths = (partial_channels(channels, settings['n_div']), ) * depth
+            elif isinstance(entry, int) and not isinstance(entry, bool):
+                widths = (entry, ) * depth
+            elif isinstance(entry, (list, tuple)) and len(entry) == depth:
+                widths = tuple(entry)
+            else:
+                raise ValueError(f'PartialNet arch conv_channels[{i}] must be {form} '
+                                 f'(stage {i} has {depth} blocks); got {entry!r}')
+            for j, width in enumerate(widths):
+                if isinstance(width, bool) or not isinstance(width, int) or not \
+                        0 < width < channels:
+                    raise ValueError(
+                        f'PartialNet arch conv_channels[{i}][{j}] = {width!r}: stage {i} is '
+                        f'{channels} channels wide, so its convolved part must be an int in '
+                        f'[1, {channels - 1}] (at least one channel stays for the attention)')
+                if i == len(depths) - 1 and (channels - width) % settings['num_heads']:
+                    raise ValueError(
+                        f'PartialNet arch conv_channels[{i}][{j}] = {width}: the last stage\'s '
+                        f'self-attention gets the other {channels - width} channels, which '
+                        f'{settings["num_heads"]} heads cannot share; choose a width that '
+                        f'leaves a multiple of num_heads.')
+            resolved.append(widths)
+        return tuple(resolved)
 
     @staticmethod
     def _check_out_indices(out_indices: Sequence[int], num_stages: int) -> tuple:
@@ -337,6 +395,16 @@ class PartialNet(BaseModule):
     @property
     def total_stride(self) -> int:
         return self.stem_stride * self.merge_stride**(self.num_stages - 1)
+
+    def aux_losses(self) -> Dict[str, torch.Tensor]:
+        """Losses this backbone adds to the model's loss dict: DPConv's complexity and order
+        terms (``{}`` with dpconv off). ``partialnet_mm.engine.attach_aux_losses`` (done by
+        ``DPConvHook``) merges them into the loss dict of mmdet, mmseg and mmpretrain models.
+        """
+        if self.dpconv is None:
+            return {}
+        from ..layers.dpconv import dpconv_losses
+        return dpconv_losses(self, self.dpconv)
 
     # ------------------------------------------------------------------ weights
     def init_weights(self):

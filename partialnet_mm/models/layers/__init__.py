@@ -1,3 +1,4 @@
+from .dpconv import DPConv, DPConvMixing
 from .irpe import EuclideanRelativePositionBias
 from .partial_conv import (PartialChannelAttention, PartialConv, PartialSelfAttention,
                            PATChannel, PATSelfAttention, PATSpatial, partial_channels)
@@ -5,5 +6,5 @@ from .partial_conv import (PartialChannelAttention, PartialConv, PartialSelfAtte
 __all__ = [
     'EuclideanRelativePositionBias', 'PartialConv', 'PartialChannelAttention',
     'PartialSelfAttention', 'PATChannel', 'PATSelfAttention', 'PATSpatial',
-    'partial_channels'
+    'partial_channels', 'DPConv', 'DPConvMixing'
 ]
