@@ -252,3 +252,16 @@ def count_flops(model: nn.Module, inputs: tuple) -> dict:
     return dict(params=parameter_count(model)[''], flops=analyzer.total(),
                 attention_flops=by_operator.get('scaled_dot_product_attention', 0),
                 analyzer=analyzer)
+
+
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
+    import platform
+    name = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo') as f:
+            name = next(line.split(':', 1)[1].strip() for line in f
+                        if line.startswith('model name'))
+    except (OSError, StopIteration):
+        pass
+    return name

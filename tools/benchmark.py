@@ -27,7 +27,6 @@ at ``--shape`` or the config's test scale (see ``partialnet_mm.analysis.default_
 """
 import argparse
 import copy
-import platform
 import statistics
 import time
 from typing import Dict, List, Optional
@@ -37,7 +36,7 @@ from mmengine.config import DictAction
 
 from partialnet_mm import PartialNet
 from partialnet_mm.analysis import (ARCH_MODEL_KINDS, build_arch_model, build_config_model,
-                                    config_scope, default_input_shape, find_backbones,
+                                    config_scope, cpu_name, default_input_shape, find_backbones,
                                     load_config, parse_shape, scope_of,
                                     switch_model_to_deploy, synthetic_data_samples)
 
@@ -184,13 +183,7 @@ def time_interleaved(targets: List[Target], batch: int, device, warmup: int, run
 def machine_description(device) -> str:
     if device.type == 'cuda':
         return f'{torch.cuda.get_device_name(device)}, torch {torch.__version__}'
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open('/proc/cpuinfo') as f:
-            cpu = next(line.split(':', 1)[1].strip() for line in f
-                       if line.startswith('model name'))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name()
     capability = torch.backends.cpu.get_cpu_capability()
     return (f'CPU {cpu} ({capability}), torch {torch.__version__}, '
             f'threads={torch.get_num_threads()}')

@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import os.path as osp
-import platform
 import runpy
 import time
 from typing import Dict, List, NamedTuple, Optional
@@ -52,13 +51,8 @@ def run_tool(name: str, *argv):
 
 def machine() -> str:
     import torch
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open('/proc/cpuinfo') as f:
-            cpu = next(line.split(':', 1)[1].strip() for line in f
-                       if line.startswith('model name'))
-    except (OSError, StopIteration):
-        pass
+    from partialnet_mm.analysis import cpu_name
+    cpu = cpu_name()
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU'
     return (f'{device}; {cpu}, {os.cpu_count()} cores, torch {torch.__version__} '
             f'with {torch.get_num_threads()} threads')
