@@ -105,6 +105,34 @@ def explain_data_errors(cfg, loaders: Sequence[str]):
                         f're-generate it (demo sets: `{DEMO_HINT} --force`).') from None
 
 
+def own_visualizer(cfg) -> None:
+    """Give this run its own visualizer when an earlier run in this process took its name.
+
+    mmdet's and mmseg's ``default_runtime`` name the visualizer ``'visualizer'`` and mmengine
+    builds it with ``get_instance``, which hands back an existing instance of that name, with
+    the earlier run's ``save_dir``. A second train/test in one process (the tests,
+    ``tools/learning_benchmark.py``, a notebook) would write its scalars and drawings into the
+    first run's work dir. A run that is first keeps the config's name.
+    """
+    from mmengine.visualization import Visualizer
+    vis = cfg.get('visualizer')
+    if not isinstance(vis, dict) or vis.get('name') is None:
+        return  # unnamed: mmengine names it after the (timestamped) experiment
+
+    def classes(cls):
+        yield cls
+        for sub in cls.__subclasses__():
+            yield from classes(sub)
+
+    def taken(name):
+        return any(c.check_instance_created(name) for c in classes(Visualizer))
+
+    base, n = vis['name'], 1
+    while taken(vis['name']):
+        vis['name'] = f'{base}_{n}'
+        n += 1
+
+
 def enable_visualization(cfg, show_dir: Optional[str], show: bool = False,
                          wait_time: float = 2.) -> None:
     """Switch on drawing of predictions, the way each library's own test.py does."""

@@ -50,10 +50,6 @@ def train_and_retest(config, work_dir, options, metric_keys, tmp_path):
     """
     import glob
     import pickle
-    # a unique experiment name: mmengine names a run's visualizer by its start second and
-    # reuses one of that name (writing into the other run's work dir) if two runs in this
-    # process start within the same second
-    options = list(options) + [f'experiment_name={osp.basename(str(tmp_path))}']
     run_tool('train.py', config, '--work-dir', work_dir, '--cfg-options', *options)
     checkpoints = [p for p in glob.glob(osp.join(str(work_dir), '*.pth'))]
     assert checkpoints, f'no checkpoint written to {work_dir}'

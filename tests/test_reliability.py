@@ -359,3 +359,22 @@ def test_incomplete_demo_directory_is_regenerated(damage, tmp_path):
     assert make_coco_demo(root, num_train=3, num_val=1)  # regenerated from scratch
     assert osp.isfile(image) and not osp.exists(osp.join(root, 'stray.tmp'))
     assert not make_coco_demo(root, num_train=3, num_val=1)
+
+
+def test_a_second_run_in_one_process_gets_its_own_visualizer(tmp_path):
+    """mmdet/mmseg name the visualizer 'visualizer'; mmengine would hand a second run in the
+    same process the first run's instance, and its scalars would land in the first work dir."""
+    from mmengine.config import Config
+    from mmseg.visualization import SegLocalVisualizer
+
+    from partialnet_mm.runtime import own_visualizer
+    name = 'partialnet_mm_test_visualizer'
+    first = SegLocalVisualizer.get_instance(name, save_dir=str(tmp_path / 'first'))
+    cfg = Config(dict(visualizer=dict(type='SegLocalVisualizer', name=name)))
+    own_visualizer(cfg)
+    assert cfg.visualizer.name != name
+    second = SegLocalVisualizer.get_instance(cfg.visualizer.name, save_dir=str(tmp_path / 'b'))
+    assert second is not first and second._vis_backends is not first._vis_backends
+    unused = Config(dict(visualizer=dict(type='SegLocalVisualizer', name=name + '_unused')))
+    own_visualizer(unused)
+    assert unused.visualizer.name == name + '_unused'

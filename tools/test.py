@@ -20,7 +20,7 @@ from mmengine.runner import Runner
 from partialnet_mm.analysis import switch_model_to_deploy
 from partialnet_mm.checkpoint import CheckpointError
 from partialnet_mm.runtime import (DataError, check_datasets, enable_visualization,
-                                   explain_data_errors, setup_cpu_distributed)
+                                   explain_data_errors, own_visualizer, setup_cpu_distributed)
 
 
 def parse_args(argv=None):
@@ -57,6 +57,7 @@ def build_cfg(args):
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    own_visualizer(cfg)
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         enable_visualization(cfg, args.show_dir, show=args.show, wait_time=args.wait_time)

@@ -17,7 +17,7 @@ from mmengine.runner import Runner
 from partialnet_mm.checkpoint import CheckpointError
 from partialnet_mm.engine import NonFiniteLossError
 from partialnet_mm.runtime import (DataError, check_datasets, explain_data_errors,
-                                   find_resume_checkpoint, fp32_without_gpu,
+                                   find_resume_checkpoint, fp32_without_gpu, own_visualizer,
                                    setup_cpu_distributed)
 
 
@@ -53,6 +53,7 @@ def build_cfg(args):
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    own_visualizer(cfg)
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
