@@ -265,3 +265,21 @@ def cpu_name() -> str:
     except (OSError, StopIteration):
         pass
     return name
+
+
+def add_model_arguments(parser, default_kind: str, kind_help: str) -> None:
+    """The model-selection arguments tools/benchmark.py and tools/get_flops.py share:
+    ``--arch``, ``--kind``, ``--config``, ``--cfg-options`` and ``--shape``."""
+    from mmengine.config import DictAction
+    parser.add_argument('--arch', nargs='+', default=[], help='PartialNet archs (t0 ... l)')
+    parser.add_argument('--kind', choices=ARCH_MODEL_KINDS, default=default_kind,
+                        help=f'what an --arch is built as (default: {kind_help})')
+    parser.add_argument('--config', nargs='+', default=[],
+                        help='config files (also mmdet::..., mmseg::..., mmpretrain::...)')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction, default=None,
+        help='override settings of every --config, key=value '
+        '(e.g. model.test_cfg.rpn.max_per_img=100)')
+    parser.add_argument('--shape', type=int, nargs='+', default=None,
+                        help='input size: S or H W (default: 224 for --arch, the config\'s '
+                        'test scale for --config)')

@@ -32,10 +32,9 @@ import time
 from typing import Dict, List, Optional
 
 import torch
-from mmengine.config import DictAction
 
 from partialnet_mm import PartialNet
-from partialnet_mm.analysis import (ARCH_MODEL_KINDS, build_arch_model, build_config_model,
+from partialnet_mm.analysis import (add_model_arguments, build_arch_model, build_config_model,
                                     config_scope, cpu_name, default_input_shape, find_backbones,
                                     load_config, parse_shape, scope_of,
                                     switch_model_to_deploy, synthetic_data_samples)
@@ -45,11 +44,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Throughput and latency of PartialNet backbones or whole models',
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument('--arch', nargs='+', default=[], help='PartialNet archs (t0 ... l)')
-    parser.add_argument('--kind', choices=ARCH_MODEL_KINDS, default='backbone',
-                        help='what an --arch is built as (default: the backbone alone)')
-    parser.add_argument('--config', nargs='+', default=[],
-                        help='config files (also mmdet::..., mmseg::..., mmpretrain::...)')
+    add_model_arguments(parser, 'backbone', 'the backbone alone')
     parser.add_argument('--checkpoint', nargs='+', default=None,
                         help='one checkpoint per --config (for --mode predict)')
     parser.add_argument('--mode', choices=['tensor', 'predict'], default='tensor',
@@ -57,13 +52,6 @@ def parse_args(argv=None):
     parser.add_argument('--device', default=None,
                         help='cpu or cuda[:i] (default: cuda if available, else cpu)')
     parser.add_argument('--batch-size', type=int, default=16, help='throughput batch size')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction, default=None,
-        help='override settings of every --config, key=value '
-        '(e.g. model.test_cfg.rpn.max_per_img=100)')
-    parser.add_argument('--shape', type=int, nargs='+', default=None,
-                        help='input size: S or H W (default: 224 for --arch, the config\'s '
-                        'test scale for --config)')
     variants = parser.add_mutually_exclusive_group()
     variants.add_argument('--fuse', action='store_true',
                           help='time the fused (switch_to_deploy) model only')

@@ -21,10 +21,9 @@ import argparse
 from typing import Dict, List
 
 import torch
-from mmengine.config import DictAction
 import torch.nn as nn
 
-from partialnet_mm.analysis import (ARCH_MODEL_KINDS, build_arch_model, build_config_model,
+from partialnet_mm.analysis import (add_model_arguments, build_arch_model, build_config_model,
                                     config_scope, count_flops, default_input_shape,
                                     load_config, parse_shape, scope_of,
                                     synthetic_data_samples)
@@ -34,18 +33,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Parameters and FLOPs of PartialNet variants or models from configs',
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument('--arch', nargs='+', default=[], help='PartialNet archs (t0 ... l)')
-    parser.add_argument('--kind', choices=ARCH_MODEL_KINDS, default='classifier',
-                        help='what an --arch is built as (default: the ImageNet classifier)')
-    parser.add_argument('--config', nargs='+', default=[],
-                        help='config files (also mmdet::..., mmseg::..., mmpretrain::...)')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction, default=None,
-        help='override settings of every --config, key=value '
-        '(e.g. model.test_cfg.rpn.max_per_img=100)')
-    parser.add_argument('--shape', type=int, nargs='+', default=None,
-                        help='input size: S or H W (default: 224 for --arch, the config\'s '
-                        'test scale for --config)')
+    add_model_arguments(parser, 'classifier', 'the ImageNet classifier')
     parser.add_argument('--show-table', action='store_true',
                         help='print the per-module FLOPs and parameters')
     args = parser.parse_args(argv)
