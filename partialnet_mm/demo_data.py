@@ -102,20 +102,23 @@ def _has_hole(mask: np.ndarray) -> bool:
 def synth_scene(rng: np.random.Generator, height: int, width: int,
                 num_objects: Tuple[int, int] = (2, 6), size_range: Tuple[float, float] = (
                     0.12, 0.45), min_visible: float = 0.45,
-                shapes: Sequence[str] = SHAPES, object_contrast: float = 0.35
-                ) -> Tuple[np.ndarray, List[Tuple[int, np.ndarray]]]:
+                shapes: Sequence[str] = SHAPES, object_contrast: float = 0.35,
+                background_contrast: float = 1., horizon_prob: float = 0.5,
+                margin: float = 0.3) -> Tuple[np.ndarray, List[Tuple[int, np.ndarray]]]:
     """One image and its objects as (category index, visible mask) pairs, back to front.
 
     Objects are placed one by one; a placement is rejected if it would leave any object with
     less than ``min_visible`` of its area visible or with a hole in its visible part (so
     each visible part is exactly a set of polygons). Each object's colour differs clearly
     from the mean of what it covers; its texture is ``object_contrast`` times as strong as
-    the background's.
+    the background's, whose own pattern is scaled by ``background_contrast``. With
+    probability ``horizon_prob`` the background has two regions split by a horizon. Object
+    centres keep ``margin`` times the object size from the border (0.5: fully inside).
     """
-    img = _texture(rng, height, width)
-    if rng.random() < 0.5:  # a second background region: a horizon at a random height
+    img = _texture(rng, height, width, contrast=background_contrast)
+    if rng.random() < horizon_prob:  # a second background region: a horizon at random height
         horizon = int(rng.uniform(0.3, 0.7) * height)
-        img[horizon:] = _texture(rng, height - horizon, width)
+        img[horizon:] = _texture(rng, height - horizon, width, contrast=background_contrast)
     objects: List[Tuple[int, np.ndarray]] = []  # (category, full mask), back to front
     target = int(rng.integers(num_objects[0], num_objects[1] + 1))
     short = min(height, width)
@@ -124,8 +127,8 @@ def synth_scene(rng: np.random.Generator, height: int, width: int,
             break
         cat = int(rng.integers(len(shapes)))
         size = rng.uniform(*size_range) * short
-        center = (rng.uniform(size * 0.3, width - size * 0.3),
-                  rng.uniform(size * 0.3, height - size * 0.3))
+        center = (rng.uniform(size * margin, width - size * margin),
+                  rng.uniform(size * margin, height - size * margin))
         poly = _shape_polygon(rng, shapes[cat], center, size)
         full = np.zeros((height, width), np.uint8)
         cv2.fillPoly(full, [np.round(poly).astype(np.int32)], 1)
@@ -180,6 +183,18 @@ def _is_complete(root: str, params: dict) -> bool:
     return all(osp.isfile(osp.join(root, p)) for p in done.get('files', []))
 
 
+# Detection and segmentation scenes: several overlapping shapes of varied size, some cut by
+# the border, on backgrounds textured at half the full pattern contrast and without a second
+# region (a horizon's long straight edge competes with the outlines that define the classes;
+# at full contrast the segmentation demo reached 48 mIoU where the target is 60).
+SCENE = dict(background_contrast=0.5, horizon_prob=0.)
+
+
+def _scene_params(scene: dict) -> dict:
+    """``scene`` as it is recorded (JSON) in the marker file."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in scene.items()}
+
+
 def _prepare(root: str, params: dict, force: bool) -> bool:
     """True if the set must be (re)generated; clears an incomplete or stale one."""
     if not force and _is_complete(root, params):
@@ -209,6 +224,7 @@ def make_coco_demo(root: str = DEMO_ROOTS['coco'], num_train: int = 500, num_val
                    force: bool = False) -> bool:
     """COCO-format instance segmentation demo set. Returns True if it was (re)generated."""
     params = dict(num_train=num_train, num_val=num_val, image_size=list(image_size),
+                  scene=_scene_params(SCENE),
                   seed=seed, categories=list(SHAPES))
     if not _prepare(root, params, force):
         return False
@@ -220,7 +236,7 @@ def make_coco_demo(root: str = DEMO_ROOTS['coco'], num_train: int = 500, num_val
         rng = np.random.default_rng(split_seed)
         images, annotations = [], []
         for idx in range(count):
-            img, objects = synth_scene(rng, height, width)
+            img, objects = synth_scene(rng, height, width, **SCENE)
             name = f'{idx:06d}.jpg'
             _write_jpg(osp.join(root, f'{split}2017', name), img)
             files.append(f'{split}2017/{name}')
@@ -264,6 +280,7 @@ def make_ade20k_demo(root: str = DEMO_ROOTS['ade20k'], num_train: int = 500, num
                      force: bool = False) -> bool:
     """ADE20K-layout semantic segmentation demo set. Returns True if (re)generated."""
     params = dict(num_train=num_train, num_val=num_val, image_size=list(image_size),
+                  scene=_scene_params(SCENE),
                   seed=seed, classes=list(ADE_CLASSES))
     if not _prepare(root, params, force):
         return False
@@ -274,7 +291,7 @@ def make_ade20k_demo(root: str = DEMO_ROOTS['ade20k'], num_train: int = 500, num
         rng = np.random.default_rng(split_seed)
         os.makedirs(osp.join(root, 'annotations', split), exist_ok=True)
         for idx in range(count):
-            img, objects = synth_scene(rng, height, width)
+            img, objects = synth_scene(rng, height, width, **SCENE)
             stem = f'ADE_demo_{split}_{idx:06d}'
             _write_jpg(osp.join(root, 'images', split, stem + '.jpg'), img)
             label_path = osp.join(root, 'annotations', split, stem + '.png')
@@ -286,13 +303,23 @@ def make_ade20k_demo(root: str = DEMO_ROOTS['ade20k'], num_train: int = 500, num
 
 
 # ---------------------------------------------------------------------------- ImageNet layout
+# One whole shape per classification image, on a calmer background than the detection and
+# segmentation scenes. Measured with PartialNet-T0 from scratch (3200 images, 64 px, AdamW
+# 5e-4, 1500 iterations): 54% top-1 on the cluttered scene settings (shapes cut by the border,
+# full-contrast textures, horizons), 93-98% on these. Shape recognition from scratch on a few
+# thousand images stays at chance for a long time when edges of the background compete with
+# the outline that defines the class.
+CLASSIFICATION_SCENE = dict(size_range=(0.45, 0.85), margin=0.5, background_contrast=0.5,
+                            horizon_prob=0.)
+
+
 def make_imagenet_demo(root: str = DEMO_ROOTS['imagenet'], num_train_per_class: int = 800,
-                       num_val_per_class: int = 100, image_size: int = 96, seed: int = 0,
+                       num_val_per_class: int = 100, image_size: int = 80, seed: int = 0,
                        force: bool = False) -> bool:
     """ImageNet folder-layout classification demo set (one shape per image, the class)."""
     params = dict(num_train_per_class=num_train_per_class,
                   num_val_per_class=num_val_per_class, image_size=image_size, seed=seed,
-                  classes=list(SHAPES))
+                  classes=list(SHAPES), scene=_scene_params(CLASSIFICATION_SCENE))
     if not _prepare(root, params, force):
         return False
     files = []
@@ -302,7 +329,7 @@ def make_imagenet_demo(root: str = DEMO_ROOTS['imagenet'], num_train_per_class: 
         for cat, name in enumerate(SHAPES):
             for idx in range(per_class):
                 img, _ = synth_scene(rng, image_size, image_size, num_objects=(1, 1),
-                                     size_range=(0.35, 0.8), shapes=(name, ))
+                                     shapes=(name, ), **CLASSIFICATION_SCENE)
                 rel = f'{split}/{name}/{name}_{idx:05d}.jpg'
                 _write_jpg(osp.join(root, rel), img)
                 files.append(rel)
