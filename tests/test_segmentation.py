@@ -78,3 +78,34 @@ def test_demo_trains_validates_and_reloads(tmp_path):
         seg = p['pred_sem_seg']['data']
         assert seg.shape[-2:] == (256, 256)
         assert 0 <= seg.min() and seg.max() < len(ADE_CLASSES)
+
+
+def test_learning_benchmark_starts_from_a_classifier_backbone(tmp_path):
+    """seg (and det) demos in the learning benchmark start from the cls demo's backbone."""
+    from conftest import run_tool
+    from mmengine.registry import init_default_scope
+    from mmpretrain.registry import MODELS
+    init_default_scope('mmpretrain')
+    cls_cfg = Config.fromfile(osp.join(ROOT, 'configs', 'demo', 'partialnet_t0_imagenet_demo.py'))
+    classifier = MODELS.build(cls_cfg.model)
+    classifier.init_weights()
+    cls_ckpt = str(tmp_path / 'classifier.pth')
+    torch.save(dict(state_dict=classifier.state_dict(), meta=dict()), cls_ckpt)
+
+    data_root = str(tmp_path / 'ade20k_demo')
+    make_ade20k_demo(data_root, num_train=4, num_val=2)
+    options = ['train_cfg.max_iters=2', 'default_hooks.checkpoint.interval=2',
+               'train_dataloader.batch_size=2', 'optim_wrapper.optimizer.lr=0.0',
+               'randomness.seed=0']
+    try:
+        run_tool('learning_benchmark.py', 'seg', '--data-root', data_root, '--work-dir',
+                 tmp_path / 'bench', '--backbone-from', cls_ckpt, '--cfg-options', *options)
+    except SystemExit:  # the mIoU target is not met after two iterations
+        pass
+    (record, ) = __import__('json').load(open(tmp_path / 'bench' / 'learning_benchmark.json'))[
+        'records']
+    assert record['backbone_from'] == cls_ckpt
+    trained = torch.load(record['checkpoint'], map_location='cpu')['state_dict']
+    for key in ('stem.conv.weight', 'stages.3.blocks.0.mlp.fc2.weight'):  # lr 0: unchanged
+        torch.testing.assert_close(trained['backbone.' + key],
+                                   classifier.state_dict()['backbone.' + key])
