@@ -36,12 +36,13 @@ model = dict(data_preprocessor=dict(size=crop_size),
              decode_head=dict(num_classes=len(classes)))
 
 # schedule: a few minutes on a 2-core CPU
-max_iters = 200
+max_iters = 600
+lr = 5e-4
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
-optim_wrapper = dict(optimizer=dict(lr=0.002))
+optim_wrapper = dict(optimizer=dict(lr=lr))
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=20),
-    dict(type='PolyLR', power=0.9, eta_min=0.0, begin=20, end=max_iters, by_epoch=False),
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=30),
+    dict(type='PolyLR', power=0.9, eta_min=0.0, begin=30, end=max_iters, by_epoch=False),
 ]
 default_hooks = dict(
     logger=dict(interval=20),
