@@ -1,10 +1,11 @@
 """Semantic FPN with PartialNet on ADE20K: real configs build and run; the demo trains and reloads."""
+import json
 import os.path as osp
 
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, data_root_options, train_and_retest
+from conftest import ROOT, data_root_options, run_tool, train_and_retest
 from mmengine.config import Config
 
 from partialnet_mm import partialnet_channels
@@ -82,7 +83,6 @@ def test_demo_trains_validates_and_reloads(tmp_path):
 
 def test_learning_benchmark_starts_from_a_classifier_backbone(tmp_path):
     """seg (and det) demos in the learning benchmark start from the cls demo's backbone."""
-    from conftest import run_tool
     from mmengine.registry import init_default_scope
     from mmpretrain.registry import MODELS
     init_default_scope('mmpretrain')
@@ -102,8 +102,8 @@ def test_learning_benchmark_starts_from_a_classifier_backbone(tmp_path):
                  tmp_path / 'bench', '--backbone-from', cls_ckpt, '--cfg-options', *options)
     except SystemExit:  # the mIoU target is not met after two iterations
         pass
-    (record, ) = __import__('json').load(open(tmp_path / 'bench' / 'learning_benchmark.json'))[
-        'records']
+    with open(tmp_path / 'bench' / 'learning_benchmark.json') as f:
+        (record, ) = json.load(f)['records']
     assert record['backbone_from'] == cls_ckpt
     trained = torch.load(record['checkpoint'], map_location='cpu')['state_dict']
     for key in ('stem.conv.weight', 'stages.3.blocks.0.mlp.fc2.weight'):  # lr 0: unchanged
