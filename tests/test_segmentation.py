@@ -109,3 +109,30 @@ def test_learning_benchmark_starts_from_a_classifier_backbone(tmp_path):
     for key in ('stem.conv.weight', 'stages.3.blocks.0.mlp.fc2.weight'):  # lr 0: unchanged
         torch.testing.assert_close(trained['backbone.' + key],
                                    classifier.state_dict()['backbone.' + key])
+
+
+def test_learning_benchmark_hands_the_classifier_it_trains_to_seg(tmp_path):
+    """cls runs first in one call (whatever the order asked) and seg starts from its checkpoint,
+    with the pre-training minutes added to its own."""
+    import runpy
+    from partialnet_mm.demo_data import make_imagenet_demo
+    bench = runpy.run_path(osp.join(ROOT, 'tools', 'learning_benchmark.py'))
+    roots = dict(cls=str(tmp_path / 'imagenet_demo'), seg=str(tmp_path / 'ade20k_demo'))
+    make_imagenet_demo(roots['cls'], num_train_per_class=4, num_val_per_class=2)
+    make_ade20k_demo(roots['seg'], num_train=4, num_val=2)
+    options = dict(
+        cls=['train_cfg.max_epochs=1', 'train_dataloader.batch_size=8', 'randomness.seed=0'],
+        seg=['train_cfg.max_iters=2', 'default_hooks.checkpoint.interval=2',
+             'train_dataloader.batch_size=2', 'optim_wrapper.optimizer.lr=0.0',
+             'randomness.seed=0'])
+    cls_rec, seg_rec = bench['run_tasks'](['seg', 'cls'],
+                                          {t: str(tmp_path / t) for t in roots}, options, roots)
+    assert (cls_rec['task'], seg_rec['task']) == ('cls', 'seg')
+    assert cls_rec['backbone_from'] is None and seg_rec['backbone_from'] == cls_rec['checkpoint']
+    assert seg_rec['train_minutes'] > cls_rec['train_minutes'] > 0
+    pretrained = torch.load(cls_rec['checkpoint'], map_location='cpu')['state_dict']
+    trained = torch.load(seg_rec['checkpoint'], map_location='cpu')['state_dict']
+    for key in ('backbone.stem.conv.weight', 'backbone.stages.3.blocks.0.mlp.fc2.weight'):
+        torch.testing.assert_close(trained[key], pretrained[key])  # lr 0: as cls left it
+    with pytest.raises(ValueError, match='exclude each other'):
+        bench['run_tasks'](['seg'], {}, backbone_from=cls_rec['checkpoint'], from_scratch=True)

@@ -1,6 +1,6 @@
 """The main job on the embedded demo data: Mask R-CNN with a PartialNet backbone, end to end.
 
-    python tools/demo.py [--work-dir DIR] [--from-scratch] [--cfg-options ...]
+    python tools/demo.py [--work-dir DIR] [--from-scratch] [--data-root DIR] [--cfg-options ...]
 
 1. writes the synthetic demo sets to data/ (skipped when complete);
 2. pre-trains the PartialNet-T0 backbone on the ImageNet-layout demo set (the classification
@@ -27,22 +27,21 @@ def main(argv=None):
     parser.add_argument('--work-dir', default=osp.join('work_dirs', 'demo_mask_rcnn'))
     parser.add_argument('--from-scratch', action='store_true',
                         help='train the detector from a randomly initialised backbone')
+    parser.add_argument('--data-root', help='an existing COCO-layout demo set for the '
+                        'detector, used as it is (default: data/coco_demo, written if needed)')
     parser.add_argument('--cfg-options', nargs='+', default=[],
                         help='key=value overrides for the detector (train.py and test.py)')
     args = parser.parse_args(argv)
     bench = runpy.run_path(osp.join(ROOT, 'tools', 'learning_benchmark.py'))
-    records = []
-    if not args.from_scratch:
-        records.append(bench['run_task']('cls', osp.join(args.work_dir, 'pretrain'), []))
-    backbone = records[0]['checkpoint'] if records else None
-    records.append(bench['run_task']('det', args.work_dir, args.cfg_options,
-                                     backbone_from=backbone,
-                                     pretrain_minutes=records[0]['train_minutes']
-                                     if records else 0.))
+    records = bench['run_tasks'](
+        ['det'] if args.from_scratch else ['cls', 'det'],
+        dict(cls=osp.join(args.work_dir, 'pretrain'), det=args.work_dir),
+        dict(det=args.cfg_options), dict(det=args.data_root) if args.data_root else None,
+        from_scratch=args.from_scratch)
     record = records[-1]
     print('\n' + '=' * 72)
     print(bench['format_table'](records, bench['machine']()))
-    if backbone:
+    if not args.from_scratch:
         print('(det train min includes the backbone pre-training)')
     print(f'checkpoint: {record["checkpoint"]}')
     print(f'evaluate again: python tools/test.py {record["config"]} {record["checkpoint"]} '

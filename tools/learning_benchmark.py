@@ -109,9 +109,44 @@ def run_task(name: str, work_dir: str, cfg_options: List[str],
     results = {key: float(metrics[key]) for key in list(task.targets) + list(EXTRA_METRICS)
                if key in metrics}
     return dict(task=name, config=task.config, checkpoint=checkpoint,
-                backbone_from=backbone_from, train_minutes=round(train_min, 2), metrics=results, targets=task.targets,
+                backbone_from=backbone_from, train_minutes=round(train_min, 2),
+                metrics=results, targets=task.targets,
                 passed=all(results.get(k, float('-inf')) >= v
                            for k, v in task.targets.items()))
+
+
+def run_tasks(tasks: List[str], work_dirs: Dict[str, str],
+              cfg_options: Optional[Dict[str, List[str]]] = None,
+              data_roots: Optional[Dict[str, str]] = None,
+              backbone_from: Optional[str] = None, from_scratch: bool = False) -> List[dict]:
+    """Run ``tasks`` in the order of ``TASKS``; returns their records.
+
+    Unless ``from_scratch`` (random weights, even where ``checkpoints/*_in1k.pth`` exists),
+    the det/seg backbones start from ``backbone_from`` or, when it is not given and ``cls``
+    is among the tasks, from the checkpoint that ``cls`` trains (its minutes are then added
+    to theirs). ``work_dirs``, ``cfg_options`` and ``data_roots`` map a task to its work
+    dir, its overrides and an existing demo set to use as it is (see ``run_task``).
+    """
+    if backbone_from and from_scratch:
+        raise ValueError('backbone_from and from_scratch exclude each other')
+    unknown = sorted(set(tasks) - set(TASKS))
+    if unknown:
+        raise ValueError(f'unknown tasks {unknown}; choose from {sorted(TASKS)}')
+    cfg_options, data_roots = cfg_options or {}, data_roots or {}
+    records, pretrain_min = [], 0.
+    for name in [t for t in TASKS if t in tasks]:  # cls first: it pre-trains
+        dense = name != 'cls'
+        options = list(cfg_options.get(name, []))
+        if dense and from_scratch:
+            options = ['model.backbone.init_cfg=None'] + options
+        pretrained = dense and not from_scratch
+        records.append(run_task(name, work_dirs[name], options, data_roots.get(name),
+                                backbone_from if pretrained else None,
+                                pretrain_min if pretrained else 0.))
+        if name == 'cls' and not backbone_from:
+            backbone_from = records[-1]['checkpoint']
+            pretrain_min = records[-1]['train_minutes']
+    return records
 
 
 def format_table(records: List[dict], machine_info: str) -> str:
@@ -143,21 +178,15 @@ def main(argv=None):
     parser.add_argument('--from-scratch', action='store_true',
                         help='det/seg backbones start from random weights')
     args = parser.parse_args(argv)
-    tasks = [t for t in TASKS if t in (args.tasks or TASKS)]  # cls first: it pre-trains
+    tasks = args.tasks or list(TASKS)
     if args.data_root and len(tasks) != 1:
         parser.error('--data-root needs exactly one task')
     if args.backbone_from and args.from_scratch:
         parser.error('--backbone-from and --from-scratch exclude each other')
-    records, backbone_from, pretrain_min = [], args.backbone_from, 0.
-    for name in tasks:
-        dense = name != 'cls'
-        records.append(run_task(
-            name, osp.join(args.work_dir, name), args.cfg_options, args.data_root,
-            backbone_from if dense and not args.from_scratch else None,
-            pretrain_min if dense else 0.))
-        if name == 'cls' and not args.backbone_from:
-            backbone_from = records[-1]['checkpoint']
-            pretrain_min = records[-1]['train_minutes']
+    records = run_tasks(tasks, {t: osp.join(args.work_dir, t) for t in tasks},
+                        {t: args.cfg_options for t in tasks},
+                        {t: args.data_root for t in tasks if args.data_root},
+                        args.backbone_from, args.from_scratch)
     table = format_table(records, machine())
     print('\n' + '=' * 72 + '\n' + table + '\n' + '=' * 72)
     os.makedirs(args.work_dir, exist_ok=True)
