@@ -36,7 +36,7 @@ model = dict(data_preprocessor=dict(size=crop_size),
              decode_head=dict(num_classes=len(classes)))
 
 # schedule: a few minutes on a 2-core CPU
-max_iters = 600
+max_iters = 1000
 lr = 5e-4
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 optim_wrapper = dict(optimizer=dict(lr=lr))
