@@ -81,6 +81,11 @@ def test_demo_trains_validates_and_reloads(tmp_path):
         assert 0 <= seg.min() and seg.max() < len(ADE_CLASSES)
 
 
+# the seg demo for two iterations that leave the backbone as it was loaded
+TWO_ITERATIONS_AT_LR_0 = ['train_cfg.max_iters=2', 'default_hooks.checkpoint.interval=2',
+                          'train_dataloader.batch_size=2', 'optim_wrapper.optimizer.lr=0.0',
+                          'randomness.seed=0']
+
 def test_learning_benchmark_starts_from_a_classifier_backbone(tmp_path):
     """seg (and det) demos in the learning benchmark start from the cls demo's backbone."""
     from mmengine.registry import init_default_scope
@@ -94,12 +99,10 @@ def test_learning_benchmark_starts_from_a_classifier_backbone(tmp_path):
 
     data_root = str(tmp_path / 'ade20k_demo')
     make_ade20k_demo(data_root, num_train=4, num_val=2)
-    options = ['train_cfg.max_iters=2', 'default_hooks.checkpoint.interval=2',
-               'train_dataloader.batch_size=2', 'optim_wrapper.optimizer.lr=0.0',
-               'randomness.seed=0']
     try:
         run_tool('learning_benchmark.py', 'seg', '--data-root', data_root, '--work-dir',
-                 tmp_path / 'bench', '--backbone-from', cls_ckpt, '--cfg-options', *options)
+                 tmp_path / 'bench', '--backbone-from', cls_ckpt,
+                 '--cfg-options', *TWO_ITERATIONS_AT_LR_0)
     except SystemExit:  # the mIoU target is not met after two iterations
         pass
     with open(tmp_path / 'bench' / 'learning_benchmark.json') as f:
@@ -122,9 +125,7 @@ def test_learning_benchmark_hands_the_classifier_it_trains_to_seg(tmp_path):
     make_ade20k_demo(roots['seg'], num_train=4, num_val=2)
     options = dict(
         cls=['train_cfg.max_epochs=1', 'train_dataloader.batch_size=8', 'randomness.seed=0'],
-        seg=['train_cfg.max_iters=2', 'default_hooks.checkpoint.interval=2',
-             'train_dataloader.batch_size=2', 'optim_wrapper.optimizer.lr=0.0',
-             'randomness.seed=0'])
+        seg=TWO_ITERATIONS_AT_LR_0)
     cls_rec, seg_rec = bench['run_tasks'](['seg', 'cls'],
                                           {t: str(tmp_path / t) for t in roots}, options, roots)
     assert (cls_rec['task'], seg_rec['task']) == ('cls', 'seg')
