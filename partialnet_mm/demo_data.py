@@ -190,8 +190,8 @@ def _is_complete(root: str, params: dict) -> bool:
 SCENE = dict(background_contrast=0.5, horizon_prob=0.)
 # Segmentation scenes hold more and larger shapes (3-7 at 0.2-0.5 of the short side instead
 # of 2-6 at 0.12-0.45): a label map is mostly background, and with the detection scenes the
-# segmentation demo learned the shape classes slowly (600 iterations: 52.9 mIoU; after 250
-# iterations of the same schedule 34.4 mIoU here, 43.8 with these scenes).
+# segmentation demo learned the shape classes slowly (600 iterations: 52.9 mIoU; 250
+# iterations into a 1500-iteration schedule: 34.5 mIoU there, 43.8 with these scenes).
 SEGMENTATION_SCENE = dict(SCENE, num_objects=(3, 7), size_range=(0.2, 0.5))
 
 
