@@ -106,7 +106,6 @@ def test_demo_trains_validates_and_reloads(trained_demo):
     assert all('masks' in p['pred_instances'] for p in predictions)
 
 
-
 def test_demo_main_job_trains_and_reports_coco_map(trained_demo, tmp_path):
     """tools/demo.py (the README's main job) on a small set, from scratch to keep it short."""
     *_, data_root, _, _ = trained_demo
@@ -117,6 +116,7 @@ def test_demo_main_job_trains_and_reports_coco_map(trained_demo, tmp_path):
     assert record['checkpoint'].endswith('epoch_1.pth') and osp.isfile(record['checkpoint'])
     assert set(record['targets']) == {'coco/bbox_mAP', 'coco/segm_mAP'}
     assert all(0 <= record['metrics'][k] <= 1 for k in record['targets'])
+
 
 def test_show_dir_writes_drawn_predictions(trained_demo, tmp_path):
     import cv2

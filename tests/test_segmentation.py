@@ -86,6 +86,7 @@ TWO_ITERATIONS_AT_LR_0 = ['train_cfg.max_iters=2', 'default_hooks.checkpoint.int
                           'train_dataloader.batch_size=2', 'optim_wrapper.optimizer.lr=0.0',
                           'randomness.seed=0']
 
+
 def test_learning_benchmark_starts_from_a_classifier_backbone(tmp_path):
     """seg (and det) demos in the learning benchmark start from the cls demo's backbone."""
     from mmengine.registry import init_default_scope
