@@ -35,7 +35,7 @@ test_dataloader = val_dataloader
 model = dict(data_preprocessor=dict(size=crop_size),
              decode_head=dict(num_classes=len(classes)))
 
-# schedule: 40-60 minutes on 2 CPU cores (tools/learning_benchmark.py seg; README)
+# schedule: 35-60 minutes on 2 CPU cores (tools/learning_benchmark.py seg; README)
 max_iters = 1000
 lr = 5e-4
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
