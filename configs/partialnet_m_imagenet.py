@@ -1,4 +1,5 @@
 _base_ = ['./_base_/partialnet_imagenet.py']
+from partialnet_mm.config_helpers import imagenet_hooks  # noqa: E402
 
 arch = 'm'
 # The authors' recipe for this variant (drop path: the arch's own rate).
@@ -11,3 +12,4 @@ train_pipeline = [*_base_.train_pipeline[:-1],
                   dict(_base_.rand_augment, magnitude_level=7),
                   _base_.train_pipeline[-1]]
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
+custom_hooks = imagenet_hooks(train_pipeline, _base_.final_crop_epoch, _base_.final_crop)

@@ -8,6 +8,7 @@ _base_ = [
     'mmseg::_base_/default_runtime.py',
 ]
 custom_imports = dict(imports=['partialnet_mm'], allow_failed_imports=False)
+from partialnet_mm.config_helpers import project_hooks  # noqa: E402
 
 crop_size = (512, 512)
 model = dict(
@@ -33,7 +34,7 @@ param_scheduler = [
 ]
 auto_scale_lr = dict(enable=False, base_batch_size=32)
 
-# resumed runs draw the same random numbers as uninterrupted ones; a NaN/inf loss stops
-# training with a clear message before anything broken is saved
-default_hooks = dict(random_state=dict(type='RandomStateHook'),
-                     finite_loss=dict(type='NonFiniteLossHook'))
+# checkpoints written atomically (a crash or a full disk never breaks the last good one);
+# resumed runs draw the same random numbers; a NaN/inf loss stops training clearly
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))
+custom_hooks = project_hooks()

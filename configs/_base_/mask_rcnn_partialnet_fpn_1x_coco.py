@@ -7,6 +7,7 @@ _base_ = [
     'mmdet::_base_/default_runtime.py',
 ]
 custom_imports = dict(imports=['partialnet_mm'], allow_failed_imports=False)
+from partialnet_mm.config_helpers import project_hooks  # noqa: E402
 
 model = dict(
     backbone=dict(
@@ -26,7 +27,7 @@ optim_wrapper = dict(
     paramwise_cfg=dict(norm_decay_mult=0., custom_keys={'.bias_table': dict(decay_mult=0.)}),
     clip_grad=None)
 
-# resumed runs draw the same random numbers as uninterrupted ones; a NaN/inf loss stops
-# training with a clear message before anything broken is saved
-default_hooks = dict(random_state=dict(type='RandomStateHook'),
-                     finite_loss=dict(type='NonFiniteLossHook'))
+# checkpoints written atomically (a crash or a full disk never breaks the last good one);
+# resumed runs draw the same random numbers; a NaN/inf loss stops training clearly
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))
+custom_hooks = project_hooks()

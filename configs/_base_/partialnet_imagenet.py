@@ -1,13 +1,14 @@
 # ImageNet-1k classification with PartialNet: the authors' recipe shared by every variant.
 # 300 epochs, AdamW, lr 0.004 per 4096 images, 20 warm-up epochs from 1e-6, cosine to 1e-5,
-# label smoothing 0.1, Mixup/CutMix (switch prob 0.5), bicubic, 192 px crops until epoch
-# 280 then 224, test 224/0.9 resize + 224 center crop, AMP.
+# label smoothing 0.1, Mixup/CutMix (switch prob 0.5), bicubic, 192 px crops for the first
+# 280 epochs then 224, test 224/0.9 resize + 224 center crop, AMP.
 # Per-variant configs set arch, weight decay, grad clip, mixup alpha and RandAugment.
 _base_ = [
     'mmpretrain::_base_/datasets/imagenet_bs64_swin_224.py',
     'mmpretrain::_base_/default_runtime.py',
 ]
 custom_imports = dict(imports=['partialnet_mm'], allow_failed_imports=False)
+from partialnet_mm.config_helpers import imagenet_hooks  # noqa: E402
 
 model = dict(
     type='ImageClassifier',
@@ -68,9 +69,9 @@ train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=1)
 val_cfg = dict()
 test_cfg = dict()
 auto_scale_lr = dict(base_batch_size=4096)
-custom_hooks = [dict(type='TrainCropScaleHook', schedule={280: 224})]
-
-# resumed runs draw the same random numbers as uninterrupted ones; a NaN/inf loss stops
-# training with a clear message before anything broken is saved
-default_hooks = dict(random_state=dict(type='RandomStateHook'),
-                     finite_loss=dict(type='NonFiniteLossHook'))
+# the last 20 epochs at 224 px (mmpretrain's SwitchRecipeHook; epochs counted from 1); each
+# variant passes its own train_pipeline to imagenet_hooks
+final_crop_epoch, final_crop = 281, 224
+custom_hooks = imagenet_hooks(train_pipeline, final_crop_epoch, final_crop)
+# checkpoints written atomically (a crash or a full disk never breaks the last good one)
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

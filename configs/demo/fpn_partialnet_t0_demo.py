@@ -32,8 +32,12 @@ train_dataloader = dict(batch_size=8, num_workers=1,
 val_dataloader = dict(num_workers=1, dataset=dict(**dataset, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
-model = dict(data_preprocessor=dict(size=crop_size),
-             decode_head=dict(num_classes=len(classes)))
+model = dict(
+    data_preprocessor=dict(size=crop_size),
+    # starts from random weights; tools/learning_benchmark.py sets init_cfg to the backbone
+    # of the classification demo it trains first
+    backbone=dict(init_cfg=None),
+    decode_head=dict(num_classes=len(classes)))
 
 # schedule: 35-60 minutes on 2 CPU cores (tools/learning_benchmark.py seg; README)
 max_iters = 1000

@@ -1,6 +1,6 @@
 # The real PartialNet-T0 Mask R-CNN config on the embedded demo data
 # (python tools/make_demo_data.py writes it): swaps only data paths, image scale, schedule
-# and class names. Trains from scratch unless checkpoints/partialnet_t0_in1k.pth exists.
+# and class names.
 _base_ = ['../mask_rcnn_partialnet_t0_coco.py']
 
 data_root = 'data/coco_demo/'
@@ -38,6 +38,10 @@ val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
 test_evaluator = val_evaluator
 
 model = dict(
+    # starts from random weights: no ImageNet checkpoint is needed to try the demo.
+    # tools/demo.py sets init_cfg to the backbone of the classification demo it trains first
+    # (as the real configs start from ImageNet weights).
+    backbone=dict(init_cfg=None),
     roi_head=dict(
         bbox_head=dict(num_classes=len(classes)), mask_head=dict(num_classes=len(classes))),
     # Proposal and RoI counts matched to 256-px images with at most 6 objects (the COCO

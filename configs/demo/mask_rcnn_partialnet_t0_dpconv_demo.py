@@ -3,6 +3,6 @@
 # learned splits.
 _base_ = ['./mask_rcnn_partialnet_t0_demo.py', '../_base_/dpconv_t0_demo.py']
 
-model = dict(backbone=dict(dpconv=_base_.dpconv))
+model = dict(backbone=dict(mixer_cfgs=_base_.dpconv_mixers))
 optim_wrapper = dict(paramwise_cfg=_base_.dpconv_paramwise_cfg)
-custom_hooks = [dict(type='DPConvHook')]
+custom_hooks = _base_.custom_hooks + [_base_.dpconv_hook]

@@ -2,11 +2,13 @@
 # (python tools/make_demo_data.py writes it): swaps only data, sizes, schedule and classes.
 # Without a GPU, tools/train.py trains the inherited AMP recipe in fp32.
 _base_ = ['../partialnet_t0_imagenet.py']
+from partialnet_mm.config_helpers import imagenet_hooks  # noqa: E402
 
 data_root = 'data/imagenet_demo'
 # alphabetical: with a folder layout, mmpretrain numbers the classes in folder order
 classes = ('circle', 'rectangle', 'star', 'triangle')
 
+# trains from random weights, as the real ImageNet recipe does.
 # images are 80 px: train at 64 px, the last epochs at the 72 px test size (the recipe's
 # 192 -> 224 px switch, scaled down); crops keep most of the image, since one cut-off shape
 # corner can change what a shape looks like
@@ -50,5 +52,5 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', T_max=max_epochs - warmup_epochs, eta_min=1e-5,
          by_epoch=True, begin=warmup_epochs, end=max_epochs, convert_to_iter_based=True),
 ]
-custom_hooks = [dict(type='TrainCropScaleHook', schedule={max_epochs - 2: 72})]
+custom_hooks = imagenet_hooks(train_pipeline, max_epochs - 1, 72)  # the last 2 epochs
 default_hooks = dict(logger=dict(interval=20), checkpoint=dict(max_keep_ckpts=1))

@@ -1,10 +1,9 @@
 from .aux_losses import attach_aux_losses
+from .checkpoint_hook import AtomicCheckpointHook, CheckpointSaveError
 from .distributed import CPUDistributedDataParallel, CPUSyncBatchNorm
-from .dpconv_hook import DPConvHook
-from .hooks import (NonFiniteLossError, NonFiniteLossHook, RandomStateHook,
-                    TrainCropScaleHook)
+from .hooks import NonFiniteLossError, NonFiniteLossHook, RandomStateHook
 
 __all__ = [
-    'TrainCropScaleHook', 'RandomStateHook', 'NonFiniteLossHook', 'NonFiniteLossError',
-    'CPUDistributedDataParallel', 'CPUSyncBatchNorm', 'DPConvHook', 'attach_aux_losses'
+    'attach_aux_losses', 'AtomicCheckpointHook', 'CheckpointSaveError', 'CPUDistributedDataParallel', 'CPUSyncBatchNorm',
+    'NonFiniteLossError', 'NonFiniteLossHook', 'RandomStateHook'
 ]

@@ -1,57 +1,50 @@
-"""Losses that a submodule (a backbone) contributes to its model's loss dict.
+"""Losses that a model's parts contribute to its loss dict, in every OpenMMLab library.
 
 mmdet detectors, mmseg segmentors and mmpretrain classifiers each build their loss dict in
-their own ``loss()``, from their heads; a backbone has no say in it, and an mmengine hook
-only sees the parsed losses after the backward pass. What all three share is the call
-``model(inputs, data_samples, mode='loss')`` returning that dict, made by
-``BaseModel.train_step`` (and by DDP wrappers through the inner model's ``__call__``).
-
-:func:`attach_aux_losses` puts one forward hook on the top-level model. After a
-``mode='loss'`` forward it asks every submodule that defines ``aux_losses()`` for its losses
-and adds them to the returned dict under their own names (a name clash is an error, never an
-overwrite). The runner then sums, logs and optimises them like any head loss. No class is
-patched or subclassed, the model's state dict is unchanged, and the same hook serves every
-library. ``DPConvHook`` attaches it at the start of a run.
+their own ``loss()``, from their heads; a backbone has no say in it, and an mmengine hook only
+sees the parsed losses after the backward pass. :func:`attach_aux_losses` wraps the
+``loss`` method of one model *instance* so that its result also holds the losses of the
+given providers. ``model.loss(...)`` called directly, ``model(..., mode='loss')`` and the
+Runner's ``train_step`` (which goes through ``forward``) all return them; the runner sums,
+logs and optimises them like any head loss. No class is patched and the state dict is
+unchanged.
 """
-from typing import List
+import types
+from typing import Callable, Dict
 
+import torch
 import torch.nn as nn
 from mmengine.model import is_model_wrapper
 
-
-def aux_loss_providers(model: nn.Module) -> List[nn.Module]:
-    """Submodules of ``model`` that define ``aux_losses()``."""
-    return [m for m in model.modules()
-            if m is not model and callable(getattr(m, 'aux_losses', None))]
+LossProvider = Callable[[], Dict[str, torch.Tensor]]
 
 
-def _merge_aux_losses(model: nn.Module, args, kwargs, output):
-    mode = kwargs.get('mode', args[2] if len(args) > 2 else 'tensor')
-    if mode != 'loss' or not isinstance(output, dict):
-        return None
-    for provider in aux_loss_providers(model):
-        for name, value in provider.aux_losses().items():
-            if name in output:
-                raise KeyError(f'{type(provider).__name__}.aux_losses() returns {name!r}, '
-                               f'which the {type(model).__name__} loss dict already has')
-            output[name] = value
-    return output
+def _loss_with_aux(self, *args, **kwargs):
+    losses = type(self).loss(self, *args, **kwargs)
+    for provider in self.aux_loss_providers.values():
+        for name, value in provider().items():
+            if name in losses:
+                raise KeyError(f'an auxiliary loss is named {name!r}, which the '
+                               f'{type(self).__name__} loss dict already has')
+            losses[name] = value
+    return losses
 
 
-def attach_aux_losses(model: nn.Module) -> List[nn.Module]:
-    """Make ``model(..., mode='loss')`` return its submodules' ``aux_losses()`` too.
+def attach_aux_losses(model: nn.Module, key: str, provider: LossProvider) -> nn.Module:
+    """Make ``model.loss(...)`` also return ``provider()``'s losses; returns the model.
 
-    Idempotent; a model wrapper (DDP) is unwrapped. Marks each provider with
-    ``aux_losses_attached = True`` (a DPConv backbone warns when training without it).
-
-    Returns:
-        list[nn.Module]: The providers found.
+    Args:
+        model (nn.Module): An mmdet / mmseg / mmpretrain model (a DDP wrapper is unwrapped)
+            with a ``loss`` method returning a dict.
+        key (str): Name of the provider; attaching under the same key again replaces it.
+        provider (callable): Returns ``{loss_name: tensor}``; called after every ``loss``.
     """
     if is_model_wrapper(model):
         model = model.module
-    if _merge_aux_losses not in model._forward_hooks.values():
-        model.register_forward_hook(_merge_aux_losses, with_kwargs=True)
-    providers = aux_loss_providers(model)
-    for provider in providers:
-        provider.aux_losses_attached = True
-    return providers
+    if not callable(getattr(type(model), 'loss', None)):
+        raise TypeError(f'{type(model).__name__} has no loss() method to add losses to')
+    if 'aux_loss_providers' not in model.__dict__:
+        model.aux_loss_providers = {}
+        model.loss = types.MethodType(_loss_with_aux, model)
+    model.aux_loss_providers[key] = provider
+    return model

@@ -11,21 +11,24 @@ import torch.distributed as dist
 import torch.nn as nn
 from mmengine.model import MMDistributedDataParallel
 from mmengine.registry import MODEL_WRAPPERS
+from torch.distributed.nn.functional import all_reduce
+from torch.nn.modules.batchnorm import _BatchNorm
 
 
-class CPUSyncBatchNorm(nn.BatchNorm2d):
+class CPUSyncBatchNorm(nn.SyncBatchNorm):
     """Batch norm whose training statistics cover the batches of all processes (any backend).
 
     The per-channel sums of ``x`` and ``x**2`` and the element counts are summed over the
     process group with the differentiable ``all_reduce``, so autograd also synchronises the
     backward pass. Outside distributed training, or in eval mode, it is plain batch norm.
+    A subclass of ``nn.SyncBatchNorm``, so code that asks whether a norm pools statistics
+    across processes gets the right answer.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_available() and dist.is_initialized()
                 and dist.get_world_size() > 1):
-            return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
+            return _BatchNorm.forward(self, x)
         count = torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype, device=x.device)
         stats = torch.cat([x.sum(dim=(0, 2, 3)), (x * x).sum(dim=(0, 2, 3)), count])
         stats = all_reduce(stats)
@@ -36,8 +39,7 @@ class CPUSyncBatchNorm(nn.BatchNorm2d):
         with torch.no_grad():
             if self.track_running_stats:
                 self.num_batches_tracked.add_(1)
-                momentum = (self.momentum if self.momentum is not None else
-                            1. / float(self.num_batches_tracked))
+                momentum = self._momentum()
                 unbiased = var * total / (total - 1).clamp(min=1)
                 self.running_mean.mul_(1 - momentum).add_(momentum * mean)
                 self.running_var.mul_(1 - momentum).add_(momentum * unbiased)
@@ -47,10 +49,16 @@ class CPUSyncBatchNorm(nn.BatchNorm2d):
             out = out * self.weight.view(shape) + self.bias.view(shape)
         return out
 
+    def _momentum(self) -> float:
+        """The running-statistics momentum (cumulative average when ``momentum`` is None)."""
+        if self.momentum is not None:
+            return self.momentum
+        return 1. / max(float(self.num_batches_tracked), 1.)
+
 
 def convert_sync_batchnorm_for_cpu(module: nn.Module) -> nn.Module:
     """Replace every torch ``SyncBatchNorm`` in ``module`` by :class:`CPUSyncBatchNorm`."""
-    if isinstance(module, nn.SyncBatchNorm):
+    if isinstance(module, nn.SyncBatchNorm) and not isinstance(module, CPUSyncBatchNorm):
         new = CPUSyncBatchNorm(module.num_features, module.eps, module.momentum,
                                module.affine, module.track_running_stats)
         new.load_state_dict(module.state_dict())

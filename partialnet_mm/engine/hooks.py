@@ -1,68 +1,22 @@
-"""Training hooks used by the configs."""
-from typing import Dict, Optional
+"""The project's own training hooks, for what the stack's hooks do not do.
 
+The configs put them in ``custom_hooks``; the rest of a run uses the libraries' own hooks
+(e.g. mmpretrain's ``SwitchRecipeHook`` for the 192 -> 224 px switch of the ImageNet recipe).
+"""
+import math
+import os.path as osp
+import random
+from typing import Optional
+
+import numpy as np
+import torch
+from mmdet.engine.hooks import CheckInvalidLossHook
+from mmengine.dist import get_world_size
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
 
-@HOOKS.register_module()
-class TrainCropScaleHook(Hook):
-    """Change the output size of the training crop at given epochs (progressive resizing).
-
-    The authors train ImageNet classifiers at 192 px and switch to 224 px for the last
-    epochs. This hook sets the ``scale`` of every ``RandomResizedCrop`` in the training
-    pipeline, so the rest of the pipeline is written once.
-
-    Args:
-        schedule (dict[int, int]): ``{epoch: scale}``; from 0-based ``epoch`` on, crops are
-            ``scale`` x ``scale``. E.g. ``{280: 224}`` with a 192 px pipeline.
-    """
-
-    priority = 'NORMAL'
-
-    def __init__(self, schedule: Dict[int, int]):
-        if not schedule:
-            raise ValueError('TrainCropScaleHook needs a non-empty schedule {epoch: scale}')
-        self.schedule = {int(k): int(v) for k, v in schedule.items()}
-        self._current: Optional[int] = None
-
-    def _scale_for(self, epoch: int) -> Optional[int]:
-        passed = [e for e in self.schedule if e <= epoch]
-        return self.schedule[max(passed)] if passed else None
-
-    def before_train_epoch(self, runner) -> None:
-        scale = self._scale_for(runner.epoch)
-        if scale is None or scale == self._current:
-            return
-        loader = runner.train_loop.dataloader
-        crops = [t for t in _pipeline_transforms(loader.dataset)
-                 if type(t).__name__ == 'RandomResizedCrop']
-        if not crops:
-            raise RuntimeError('TrainCropScaleHook: the training pipeline has no '
-                               'RandomResizedCrop to resize')
-        for crop in crops:
-            crop.scale = (scale, scale)
-        loader._iterator = None  # restart persistent workers with the new pipeline
-        self._current = scale
-        runner.logger.info(f'TrainCropScaleHook: training crops are {scale}x{scale} from '
-                           f'epoch {runner.epoch}')
-
-
-def _pipeline_transforms(dataset):
-    if hasattr(dataset, 'pipeline'):
-        return list(dataset.pipeline.transforms)
-    if hasattr(dataset, 'datasets'):
-        return [t for d in dataset.datasets for t in _pipeline_transforms(d)]
-    if hasattr(dataset, 'dataset'):
-        return _pipeline_transforms(dataset.dataset)
-    raise RuntimeError(f'cannot find the pipeline of {type(dataset).__name__}')
-
-
 def _rng_snapshot() -> dict:
-    import random
-
-    import numpy as np
-    import torch
     state = dict(python=random.getstate(), numpy=np.random.get_state(),
                  torch=torch.get_rng_state())
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -71,10 +25,6 @@ def _rng_snapshot() -> dict:
 
 
 def _rng_restore(state: dict) -> None:
-    import random
-
-    import numpy as np
-    import torch
     random.setstate(state['python'])
     np.random.set_state(state['numpy'])
     torch.set_rng_state(state['torch'])
@@ -86,12 +36,13 @@ def _rng_restore(state: dict) -> None:
 class RandomStateHook(Hook):
     """Make a resumed run draw the same random numbers as an uninterrupted one.
 
-    mmengine re-seeds on resume, so dropout masks, drop-path and batch augmentations (Mixup,
-    CutMix) after a resume differ from the run that was interrupted. This hook stores the
-    Python, numpy and torch generator states in every checkpoint and restores them when
-    training resumes from it. Validation inside training runs on a copy of the states, so it
-    does not shift the training stream. With data-loader workers (``num_workers >= 1``) data
-    augmentation runs in seeded worker processes and is reproduced by mmengine itself.
+    mmengine re-seeds on resume and has no hook that restores the generators, so dropout
+    masks, drop-path and batch augmentations (Mixup, CutMix) after a resume differ from the
+    run that was interrupted. This hook stores the Python, numpy and torch generator states
+    in every checkpoint and restores them when training resumes from it. Validation inside
+    training runs on a copy of the states, so it does not shift the training stream. With
+    data-loader workers (``num_workers >= 1``) data augmentation runs in seeded worker
+    processes and is reproduced by mmengine itself.
 
     In distributed runs the states of rank 0 only are saved; other ranks are not restored.
     """
@@ -109,7 +60,6 @@ class RandomStateHook(Hook):
         state = checkpoint.get('meta', {}).get('rng_state')
         if state is None or not getattr(runner, '_resume', False):
             return
-        from mmengine.dist import get_world_size
         if get_world_size() == 1:
             self._pending = state
 
@@ -133,25 +83,34 @@ class NonFiniteLossError(RuntimeError):
 
 
 @HOOKS.register_module()
-class NonFiniteLossHook(Hook):
-    """Stop training, with a clear message, as soon as the loss is NaN or infinite.
+class NonFiniteLossHook(CheckInvalidLossHook):
+    """mmdet's ``CheckInvalidLossHook``, with a message that says what to do, for every
+    library.
 
-    Runs before the checkpoint hook in ``after_train_iter``, so nothing computed from the
-    broken state is ever saved: the last checkpoint on disk stays the last good one.
+    mmdet's hook stops with a bare ``AssertionError: loss become infinite or NaN!`` and is
+    registered in mmdet's scope only. This one checks every iteration, runs before the
+    checkpoint hook (so nothing computed from the broken state is saved: the last checkpoint
+    on disk stays the last good one) and stops with :class:`NonFiniteLossError` naming the
+    iteration, the loss terms, that last good checkpoint and the usual fixes.
+
+    Args:
+        interval (int): Check every ``interval`` iterations. Defaults to 1.
     """
 
     priority = 'ABOVE_NORMAL'
 
+    def __init__(self, interval: int = 1):
+        super().__init__(interval=interval)
+
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
                          outputs: Optional[dict] = None) -> None:
-        import math
-        if not outputs or 'loss' not in outputs:
+        if not outputs or 'loss' not in outputs or not self.every_n_train_iters(
+                runner, self.interval):
             return
         loss = float(outputs['loss'].detach() if hasattr(outputs['loss'], 'detach')
                      else outputs['loss'])
         if math.isfinite(loss):
             return
-        import os.path as osp
         last = osp.join(runner.work_dir, 'last_checkpoint')
         last_ckpt = open(last).read().strip() if osp.isfile(last) else None
         terms = {k: float(getattr(v, 'detach', lambda: v)()) for k, v in outputs.items()

@@ -1,3 +1,3 @@
-from .partialnet import PartialNet, partialnet_channels
+from .partialnet import PartialNet, convert_state_dict
 
-__all__ = ['PartialNet', 'partialnet_channels']
+__all__ = ['PartialNet', 'convert_state_dict']

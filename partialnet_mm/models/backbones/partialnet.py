@@ -1,168 +1,41 @@
 """PartialNet backbone ("Partial Channel Network: Compute Fewer, Perform Better").
 
-The architecture is pinned by ``SPEC.md``: a 4x4 patch stem, four stages of widths
-C, 2C, 4C, 8C joined by 2x2 merging convolutions, blocks that mix space with a partial
-convolution plus a partial attention on the untouched channels (PAT_ch in stages 0-2,
-PAT_sf in the last stage), and a 1x1-conv MLP (optionally ending in PAT_sp).
+A 4x4 patch stem, four stages of widths C, 2C, 4C, 8C joined by 2x2 merging convolutions,
+blocks that mix space with a partial convolution plus a partial attention on the untouched
+channels (PAT_ch in stages 0-2, PAT_sf in the last stage), and a 1x1-conv MLP (optionally
+ending in PAT_sp). ``docs/architecture.md`` describes the network; :mod:`..archs` holds the
+presets.
 """
 import copy
 import os.path as osp
 import warnings
-from typing import Dict, List, Optional, Sequence, Union
+from collections import OrderedDict
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.utils.checkpoint as cp
-from mmcv.cnn import build_activation_layer, build_norm_layer
-from mmcv.cnn.bricks import DropPath
+from mmcv.cnn import build_norm_layer
+from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from mmengine.registry import MODELS
+from mmengine.runner.checkpoint import CheckpointLoader
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..layers import (PartialConv, PATChannel, PATSelfAttention, PATSpatial,
-                      partial_channels)
-from ..layers.deploy import DeployPartialNetBlock
-from ..utils import fuse_conv_norm
+from ...checkpoint import (AUTHORS_MARKER, OURS_MARKER, CheckpointError, backbone_structure,
+                           convert_authors_state_dict, describe_mismatch, describe_structure,
+                           preset_of, unwrap_state_dict)
+from ..archs import ARCH_SETTINGS, check_out_indices, parse_arch
+from ..layers import ConvNorm, PartialNetBlock, PartialNetStage, build_mixer
+from ..utils.deploy import switch_to_deploy
 
-# Hyper-parameters shared by every preset; an arch dict may override any of them.
-ARCH_DEFAULTS = dict(
-    n_div=4,  # the convolved part of each partial conv is C_i / n_div channels
-    mlp_ratio=2.,
-    num_heads=4,  # heads of the last stage's self-attention (PAT_sf)
-    act_cfg=dict(type='ReLU', inplace=True),
-    drop_path_rate=0.,
-    use_spatial_attn=False,  # PAT_sp at the end of every MLP
-    # convolved channels per stage: None (channels // n_div), an int (every block of the
-    # stage) or one int per block (a learned split, e.g. exported from DPConv)
-    conv_channels=None,
-)
-ARCH_REQUIRED_KEYS = ('embed_dims', 'depths')
-
-
-def _preset(embed_dims, depths, act, drop_path_rate, use_spatial_attn):
-    act_cfg = dict(type='GELU') if act == 'GELU' else dict(type='ReLU', inplace=True)
-    return dict(embed_dims=embed_dims, depths=depths, act_cfg=act_cfg,
-                drop_path_rate=drop_path_rate, use_spatial_attn=use_spatial_attn)
-
-
-class ConvNorm(nn.Sequential):
-    """A bias-free convolution followed by a norm layer (the stem and merging layers).
-
-    Args:
-        in_channels (int): Input channels.
-        out_channels (int): Output channels.
-        kernel_size (int): Kernel size, equal to the stride (non-overlapping patches).
-        norm_cfg (dict): Norm config.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int,
-                 norm_cfg: dict):
-        super().__init__()
-        self.add_module('conv', nn.Conv2d(in_channels, out_channels, kernel_size,
-                                          stride=kernel_size, bias=False))
-        self.add_module('norm', build_norm_layer(norm_cfg, out_channels)[1])
-
-
-class PartialNetMLP(nn.Module):
-    """Pointwise MLP of a block: 1x1 conv, norm, activation, 1x1 conv (, PAT_sp).
-
-    Args:
-        channels (int): Input and output channels.
-        mlp_ratio (float): Hidden width as a multiple of ``channels``.
-        act_cfg (dict): Activation config.
-        norm_cfg (dict): Norm config.
-        use_spatial_attn (bool): End with a PAT_sp layer.
-    """
-
-    def __init__(self, channels: int, mlp_ratio: float, act_cfg: dict, norm_cfg: dict,
-                 use_spatial_attn: bool = False):
-        super().__init__()
-        hidden = int(channels * mlp_ratio)
-        self.fc1 = nn.Conv2d(channels, hidden, 1, bias=False)
-        self.norm = build_norm_layer(norm_cfg, hidden)[1]
-        self.act = build_activation_layer(act_cfg)
-        self.fc2 = nn.Conv2d(hidden, channels, 1, bias=False)
-        self.spatial_attn = PATSpatial(channels, norm_cfg) if use_spatial_attn else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.fc2(self.act(self.norm(self.fc1(x))))
-        if self.spatial_attn is not None:
-            x = self.spatial_attn(x)
-        return x
-
-
-class PartialNetBlock(nn.Module):
-    """One PartialNet block: partial spatial mixing, then the MLP, with residuals.
-
-    With channel attention (PAT_ch) the block computes ``x + drop_path(mlp(mixing(x)))``
-    (the mixing output is not added on its own); with self-attention (PAT_sf) it computes
-    ``y = x + mixing(x)`` and ``y + drop_path(mlp(y))``.
-
-    Args:
-        channels (int): Block width.
-        conv_channels (int): Channels of the partial 3x3 convolution.
-        mixer (str): ``'channel_attn'`` (PAT_ch), ``'self_attn'`` (PAT_sf) or ``'pconv'``
-            (plain PConv, no attention).
-        mlp_ratio (float): MLP hidden ratio.
-        drop_path (float): Stochastic depth rate of this block.
-        act_cfg (dict): Activation config of the MLP.
-        norm_cfg (dict): Norm config (BN family).
-        use_spatial_attn (bool): End the MLP with PAT_sp.
-        num_heads (int): Heads of PAT_sf.
-        attn_drop_rate (float): Attention dropout of PAT_sf.
-        proj_drop_rate (float): Projection dropout of PAT_sf.
-        attn_norm_cfg (dict): Token norm config of PAT_sf.
-        with_cp (bool): Use activation checkpointing in training.
-    """
-
-    def __init__(self, channels: int, conv_channels: int, mixer: str, mlp_ratio: float,
-                 drop_path: float, act_cfg: dict, norm_cfg: dict,
-                 use_spatial_attn: bool = False, num_heads: int = 4,
-                 attn_drop_rate: float = 0.1, proj_drop_rate: float = 0.1,
-                 attn_norm_cfg: dict = dict(type='LN', eps=1e-6), with_cp: bool = False):
-        super().__init__()
-        if mixer == 'channel_attn':
-            self.spatial_mixing = PATChannel(channels, conv_channels, norm_cfg=norm_cfg)
-        elif mixer == 'self_attn':
-            self.spatial_mixing = PATSelfAttention(
-                channels, conv_channels, num_heads=num_heads,
-                attn_drop_rate=attn_drop_rate, proj_drop_rate=proj_drop_rate,
-                norm_cfg=attn_norm_cfg)
-        elif mixer == 'pconv':
-            self.spatial_mixing = PartialConv(channels, conv_channels)
-        else:
-            raise ValueError(f"mixer must be 'channel_attn', 'self_attn' or 'pconv', "
-                             f'got {mixer!r}')
-        self.mixing_residual = mixer == 'self_attn'
-        self.mlp = PartialNetMLP(channels, mlp_ratio, act_cfg, norm_cfg, use_spatial_attn)
-        self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
-        self.with_cp = with_cp
-
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.mixing_residual:
-            x = x + self.spatial_mixing(x)
-            return x + self.drop_path(self.mlp(x))
-        return x + self.drop_path(self.mlp(self.spatial_mixing(x)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.with_cp and self.training and x.requires_grad:
-            return cp.checkpoint(self._forward, x, use_reentrant=False)
-        return self._forward(x)
-
-
-class PartialNetStage(nn.Sequential):
-    """A stage: an optional merging (downsampling) layer, then its blocks.
-
-    Args:
-        downsample (nn.Module, optional): Merging layer at the stage's start, or None.
-        blocks (list[nn.Module]): The stage's blocks.
-    """
-
-    def __init__(self, downsample: Optional[nn.Module], blocks: List[nn.Module]):
-        super().__init__()
-        if downsample is not None:
-            self.add_module('downsample', downsample)
-        self.add_module('blocks', nn.Sequential(*blocks))
+# The mixer of each stage when ``mixer_cfgs`` does not set one: PAT_ch, and PAT_sf last.
+DEFAULT_MIXER = 'PATChannel'
+LAST_STAGE_MIXER = 'PATSelfAttention'
+PRETRAINED_HELP = (
+    "Convert the authors' ImageNet weights to that path with `python "
+    "tools/convert_checkpoint.py <authors' .pth> {path}`, point init_cfg.checkpoint at "
+    "another file, or train the backbone from scratch on purpose with `--cfg-options "
+    "model.backbone.init_cfg=None`.")
 
 
 @MODELS.register_module()
@@ -174,13 +47,14 @@ class PartialNet(BaseModule):
     checkpoints convert with ``tools/convert_checkpoint.py``).
 
     Args:
-        arch (str | dict): A preset name in :attr:`arch_settings` (``'t0'``, ``'t1'``,
-            ``'t2'``, ``'s'``, ``'m'``, ``'l'``) or a dict with at least ``embed_dims``
-            (int C, stage widths C·2^i; or one width per stage) and ``depths``; optional keys
-            ``n_div``, ``mlp_ratio``, ``num_heads``, ``act_cfg``, ``drop_path_rate``,
-            ``use_spatial_attn``, ``conv_channels`` default to :data:`ARCH_DEFAULTS`.
-            ``conv_channels`` gives each stage's convolved widths (None: ``C_i // n_div``;
-            an int for every block; or one int per block). Defaults to ``'t0'``.
+        arch (str | dict): A preset name in :data:`~..archs.ARCH_SETTINGS` (``'t0'``,
+            ``'t1'``, ``'t2'``, ``'s'``, ``'m'``, ``'l'``) or a dict with at least
+            ``embed_dims`` (int C, stage widths C·2^i; or one width per stage) and
+            ``depths``; optional keys ``n_div``, ``mlp_ratio``, ``num_heads``, ``act_cfg``,
+            ``drop_path_rate``, ``use_spatial_attn``, ``conv_channels`` default to
+            :data:`~..archs.ARCH_DEFAULTS`. ``conv_channels`` gives each stage's convolved
+            widths (None: ``C_i // n_div``; an int for every block; or one int per block).
+            Defaults to ``'t0'``.
         in_channels (int): Input image channels. Defaults to 3.
         out_indices (Sequence[int]): Stages whose outputs are returned. Defaults to all
             four, ``(0, 1, 2, 3)``.
@@ -199,33 +73,33 @@ class PartialNet(BaseModule):
         attn_norm_cfg (dict): Token norm of PAT_sf. Defaults to LN with eps 1e-6.
         attn_drop_rate (float): Attention dropout of PAT_sf. Defaults to 0.1.
         proj_drop_rate (float): Projection dropout of PAT_sf. Defaults to 0.1.
+        mixer_cfgs (dict | Sequence[dict | None], optional): The spatial mixer of each
+            stage, built from :data:`~..layers.MIXERS`: one config for every stage, or one
+            per stage (None keeps that stage's default). Defaults to None: PAT_ch
+            (``'PATChannel'``) in every stage but the last, PAT_sf
+            (``'PATSelfAttention'``) there. The backbone passes each mixer ``channels``,
+            ``conv_channels`` and those of ``norm_cfg``, ``num_heads``, ``attn_drop_rate``,
+            ``proj_drop_rate``, ``attn_norm_cfg`` and ``deploy`` its class takes and its
+            config does not set (e.g. ``dict(type='DPConv', mixer='PATChannel')`` learns
+            the split, see :mod:`partialnet_mm.dpconv`).
         with_out_norm (bool): Normalise each returned stage output with its own norm
             layer (``norm{i}``), as the authors' dense-prediction backbone does. Set False for
             classification. Defaults to True.
+        deploy (bool): Build the folded inference form directly (what
+            :meth:`switch_to_deploy` makes of a trained model), e.g. to load a checkpoint
+            written by ``tools/deploy.py``. Inference only. Defaults to False.
         init_cfg (dict | list[dict], optional): Initialisation config. ``dict(type=
             'Pretrained', checkpoint=..., prefix=...)`` loads a converted checkpoint (an
-            authors' checkpoint is converted on the fly); a missing local file gives one
-            warning and training from scratch. Defaults to None: the authors' init
-            (truncated normal std 0.02 for conv/linear weights, zero biases, LayerNorm 1/0).
-        dpconv (dict, optional): Learn the split of the blocks' partial convolutions
-            (DPConv, :mod:`partialnet_mm.models.layers.dpconv`), starting from the arch's
-            split. Keys (defaults in ``DPCONV_DEFAULTS``): ``stages`` (None: all),
-            ``budget`` (b), ``warmup_epochs``, ``complexity_weight``, ``order_weight``,
-            ``gate_init``. Train with ``DPConvHook``; export with
-            ``tools/export_dpconv.py``. Defaults to None (fixed split; state-dict keys as
-            without this option).
+            authors' checkpoint is converted on the fly); a missing local file stops with
+            the fix. Defaults to None: the authors' init (truncated normal std 0.02 for
+            conv/linear weights, zero biases, LayerNorm 1/0).
     """
 
-    arch_settings = {
-        't0': _preset(32, (1, 2, 8, 2), 'GELU', 0.0, False),
-        't1': _preset(48, (1, 2, 8, 2), 'GELU', 0.02, True),
-        't2': _preset(64, (2, 2, 6, 4), 'ReLU', 0.05, False),
-        's': _preset(96, (2, 2, 9, 4), 'ReLU', 0.1, False),
-        'm': _preset(128, (2, 3, 16, 4), 'ReLU', 0.2, False),
-        'l': _preset(160, (2, 3, 20, 4), 'ReLU', 0.3, False),
-    }
+    arch_settings = ARCH_SETTINGS
+    naive = False  # the authors' layout (NCHW everywhere); see set_naive_forward
     stem_stride = 4
     merge_stride = 2
+    deploy_memory_formats = ('auto', 'channels_last', 'contiguous')
 
     def __init__(self,
                  arch: Union[str, dict] = 't0',
@@ -240,152 +114,87 @@ class PartialNet(BaseModule):
                  attn_norm_cfg: dict = dict(type='LN', eps=1e-6),
                  attn_drop_rate: float = 0.1,
                  proj_drop_rate: float = 0.1,
+                 mixer_cfgs: Optional[Union[dict, Sequence[Optional[dict]]]] = None,
                  with_out_norm: bool = True,
-                 init_cfg: Optional[Union[dict, List[dict]]] = None,
-                 dpconv: Optional[dict] = None):
+                 deploy: bool = False,
+                 init_cfg: Optional[Union[dict, List[dict]]] = None):
         super().__init__(init_cfg=init_cfg)
-        self.arch = self.parse_arch(arch)
+        self.arch = parse_arch(arch)
         self.arch_name = arch if isinstance(arch, str) else None
         self.in_channels = in_channels
         self.embed_dims = self.arch['embed_dims']
         self.depths = self.arch['depths']
         self.num_stages = len(self.depths)
-        self.out_indices = self._check_out_indices(out_indices, self.num_stages)
+        self.out_indices = check_out_indices(out_indices, self.num_stages)
         if not -1 <= frozen_stages <= self.num_stages:
             raise ValueError(
                 f'frozen_stages must be in [-1, {self.num_stages}] (-1: nothing, 0: stem, '
                 f'k: stem and stages 0..k-1), got {frozen_stages}')
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
-        self.deploy = False  # see switch_to_deploy
-        self.deploy_memory_format = None
         self.with_out_norm = with_out_norm
+        self.deploy = deploy
+        self.deploy_memory_format = 'auto'
+        self.mixer_cfgs = self._resolve_mixer_cfgs(mixer_cfgs)
         act_cfg = act_cfg if act_cfg is not None else self.arch['act_cfg']
         if drop_path_rate is None:
             drop_path_rate = self.arch['drop_path_rate']
-        total_depth = sum(self.depths)
-        dpr = torch.linspace(0, drop_path_rate, total_depth, device='cpu').tolist()
+        dpr = torch.linspace(0, drop_path_rate, sum(self.depths), device='cpu').tolist()
+        mixer_defaults = dict(norm_cfg=norm_cfg, num_heads=self.arch['num_heads'],
+                              attn_drop_rate=attn_drop_rate, proj_drop_rate=proj_drop_rate,
+                              attn_norm_cfg=attn_norm_cfg, deploy=deploy)
 
-        self.stem = ConvNorm(in_channels, self.embed_dims[0], self.stem_stride, norm_cfg)
+        self.stem = ConvNorm(in_channels, self.embed_dims[0], self.stem_stride, norm_cfg,
+                             deploy=deploy)
         self.stages = nn.ModuleList()
         block_idx = 0
         for i, (channels, depth) in enumerate(zip(self.embed_dims, self.depths)):
             downsample = None if i == 0 else ConvNorm(
-                self.embed_dims[i - 1], channels, self.merge_stride, norm_cfg)
-            conv_channels = self.arch['conv_channels'][i]
-            mixer = 'self_attn' if i == self.num_stages - 1 else 'channel_attn'
-            blocks = [
-                PartialNetBlock(
-                    channels, conv_channels[j], mixer, mlp_ratio=self.arch['mlp_ratio'],
+                self.embed_dims[i - 1], channels, self.merge_stride, norm_cfg, deploy=deploy)
+            blocks = []
+            for j in range(depth):
+                try:
+                    mixer = build_mixer(self.mixer_cfgs[i], channels,
+                                        self.arch['conv_channels'][i][j], **mixer_defaults)
+                except (ValueError, TypeError) as err:
+                    raise type(err)(f'PartialNet stage {i} block {j}: {err}') from None
+                blocks.append(PartialNetBlock(
+                    mixer, channels, mlp_ratio=self.arch['mlp_ratio'],
                     drop_path=dpr[block_idx + j], act_cfg=act_cfg, norm_cfg=norm_cfg,
-                    use_spatial_attn=self.arch['use_spatial_attn'],
-                    num_heads=self.arch['num_heads'], attn_drop_rate=attn_drop_rate,
-                    proj_drop_rate=proj_drop_rate, attn_norm_cfg=attn_norm_cfg,
-                    with_cp=with_cp) for j in range(depth)
-            ]
+                    use_spatial_attn=self.arch['use_spatial_attn'], with_cp=with_cp,
+                    deploy=deploy))
             block_idx += depth
             self.stages.append(PartialNetStage(downsample, blocks))
-        self.dpconv = None
-        if dpconv is not None:  # learned splits: see layers/dpconv.py
-            from ..layers.dpconv import enable_dpconv
-            self.dpconv = enable_dpconv(
-                self, dpconv, norm_cfg=norm_cfg, attn_norm_cfg=attn_norm_cfg,
-                attn_drop_rate=attn_drop_rate, proj_drop_rate=proj_drop_rate)
         if with_out_norm:
             for i in self.out_indices:
                 self.add_module(f'norm{i}', build_norm_layer(norm_cfg, self.embed_dims[i])[1])
+        if deploy:
+            self.requires_grad_(False)
+            super().train(False)
         self._freeze_stages()
 
     # ------------------------------------------------------------------ construction helpers
-    @classmethod
-    def parse_arch(cls, arch: Union[str, dict]) -> dict:
-        """Resolve ``arch`` to a full settings dict with one width per stage."""
-        if isinstance(arch, str):
-            if arch.lower() not in cls.arch_settings:
-                raise ValueError(
-                    f'Unknown PartialNet arch {arch!r}; choose one of '
-                    f'{sorted(cls.arch_settings)} or pass a dict with keys '
-                    f'{list(ARCH_REQUIRED_KEYS)} (optional: {sorted(ARCH_DEFAULTS)}).')
-            settings = dict(ARCH_DEFAULTS, **copy.deepcopy(cls.arch_settings[arch.lower()]))
-        elif isinstance(arch, dict):
-            missing = [k for k in ARCH_REQUIRED_KEYS if k not in arch]
-            if missing:
-                raise ValueError(
-                    f'PartialNet arch dict is missing {missing}; it needs '
-                    f'{list(ARCH_REQUIRED_KEYS)} (optional, with defaults: '
-                    f'{ARCH_DEFAULTS}). Got keys {sorted(arch)}.')
-            unknown = sorted(set(arch) - set(ARCH_REQUIRED_KEYS) - set(ARCH_DEFAULTS))
-            if unknown:
-                raise ValueError(f'PartialNet arch dict has unknown keys {unknown}; allowed: '
-                                 f'{list(ARCH_REQUIRED_KEYS) + sorted(ARCH_DEFAULTS)}.')
-            settings = dict(ARCH_DEFAULTS, **copy.deepcopy(arch))
-        else:
-            raise TypeError(f'arch must be a str or a dict, got {type(arch).__name__}')
-        depths = tuple(int(d) for d in settings['depths'])
-        if not depths or min(depths) < 1:
-            raise ValueError(f'PartialNet depths must be positive, got {depths}')
-        dims = settings['embed_dims']
-        if isinstance(dims, int):
-            dims = tuple(dims * 2**i for i in range(len(depths)))
-        dims = tuple(int(d) for d in dims)
-        if len(dims) != len(depths):
-            raise ValueError(f'PartialNet embed_dims {dims} and depths {depths} must have '
-                             f'one entry per stage')
-        settings.update(embed_dims=dims, depths=depths)
-        settings['conv_channels'] = cls._resolve_conv_channels(settings)
-        return settings
+    parse_arch = staticmethod(parse_arch)
 
-    @staticmethod
-    def _resolve_conv_channels(settings: dict) -> tuple:
-        """``arch['conv_channels']`` as one tuple of per-block widths per stage."""
-        dims, depths, spec = settings['embed_dims'], settings['depths'], settings['conv_channels']
-        form = ('None (channels // n_div), an int (every block of the stage) or a list with '
-                'one int per block')
-        if spec is None:
-            spec = [None] * len(depths)
-        if not isinstance(spec, (list, tuple)) or len(spec) != len(depths):
-            raise ValueError(f'PartialNet arch conv_channels must have one entry per stage '
-                             f'({len(depths)}), each {form}; got {spec!r}')
+    def _resolve_mixer_cfgs(self, mixer_cfgs) -> Tuple[dict, ...]:
+        """One mixer config per stage, defaults filled in."""
+        defaults = [dict(type=DEFAULT_MIXER)] * (self.num_stages - 1) + \
+            [dict(type=LAST_STAGE_MIXER)]
+        if mixer_cfgs is None:
+            return tuple(defaults)
+        if isinstance(mixer_cfgs, dict):
+            mixer_cfgs = [mixer_cfgs] * self.num_stages
+        if len(mixer_cfgs) != self.num_stages:
+            raise ValueError(f'PartialNet mixer_cfgs must be one config (every stage) or one '
+                             f'per stage ({self.num_stages}, None for the default), got '
+                             f'{len(mixer_cfgs)}')
         resolved = []
-        for i, (entry, channels, depth) in enumerate(zip(spec, dims, depths)):
-            if entry is None:
-                widths = (partial_channels(channels, settings['n_div']), ) * depth
-            elif isinstance(entry, int) and not isinstance(entry, bool):
-                widths = (entry, ) * depth
-            elif isinstance(entry, (list, tuple)) and len(entry) == depth:
-                widths = tuple(entry)
-            else:
-                raise ValueError(f'PartialNet arch conv_channels[{i}] must be {form} '
-                                 f'(stage {i} has {depth} blocks); got {entry!r}')
-            for j, width in enumerate(widths):
-                if isinstance(width, bool) or not isinstance(width, int) or not \
-                        0 < width < channels:
-                    raise ValueError(
-                        f'PartialNet arch conv_channels[{i}][{j}] = {width!r}: stage {i} is '
-                        f'{channels} channels wide, so its convolved part must be an int in '
-                        f'[1, {channels - 1}] (at least one channel stays for the attention)')
-                if i == len(depths) - 1 and (channels - width) % settings['num_heads']:
-                    raise ValueError(
-                        f'PartialNet arch conv_channels[{i}][{j}] = {width}: the last stage\'s '
-                        f'self-attention gets the other {channels - width} channels, which '
-                        f'{settings["num_heads"]} heads cannot share; choose a width that '
-                        f'leaves a multiple of num_heads.')
-            resolved.append(widths)
+        for i, (cfg, default) in enumerate(zip(mixer_cfgs, defaults)):
+            if cfg is not None and not (isinstance(cfg, dict) and 'type' in cfg):
+                raise ValueError(f'PartialNet mixer_cfgs[{i}] must be None or a dict with a '
+                                 f"'type', got {cfg!r}")
+            resolved.append(copy.deepcopy(dict(cfg)) if cfg is not None else default)
         return tuple(resolved)
-
-    @staticmethod
-    def _check_out_indices(out_indices: Sequence[int], num_stages: int) -> tuple:
-        if isinstance(out_indices, int):
-            out_indices = [out_indices]
-        indices = []
-        for i in out_indices:
-            if not -num_stages <= i < num_stages:
-                raise ValueError(f'out_indices {tuple(out_indices)} out of range: PartialNet '
-                                 f'has stages 0..{num_stages - 1}')
-            indices.append(i % num_stages)
-        if len(set(indices)) != len(indices):
-            raise ValueError(f'out_indices {tuple(out_indices)} repeat a stage')
-        return tuple(sorted(indices))
 
     @property
     def out_channels(self) -> List[int]:
@@ -396,44 +205,54 @@ class PartialNet(BaseModule):
     def total_stride(self) -> int:
         return self.stem_stride * self.merge_stride**(self.num_stages - 1)
 
-    def aux_losses(self) -> Dict[str, torch.Tensor]:
-        """Losses this backbone adds to the model's loss dict: DPConv's complexity and order
-        terms (``{}`` with dpconv off). ``partialnet_mm.engine.attach_aux_losses`` (done by
-        ``DPConvHook``) merges them into the loss dict of mmdet, mmseg and mmpretrain models.
+    @property
+    def num_layers(self) -> int:
+        """Layer-wise learning-rate decay depth: the stem, every block, then the rest."""
+        return sum(self.depths) + 2
+
+    def get_layer_depth(self, param_name: str, prefix: str = '') -> Tuple[int, int]:
+        """``(layer_id, num_layers)`` of a parameter, for layer-wise learning-rate decay.
+
+        In the form mmpretrain's ``LearningRateDecayOptimWrapperConstructor`` calls (through
+        ``ImageClassifier.get_layer_depth``): the stem is 0, block ``k`` (counted over all
+        stages from 1) is ``k``, a merging layer shares the depth of the first block after
+        it and an output norm that of the last block before it; parameters outside the
+        backbone (``param_name`` without ``prefix``: neck, heads) are ``num_layers - 1``.
         """
-        if self.dpconv is None:
-            return {}
-        from ..layers.dpconv import dpconv_losses
-        return dpconv_losses(self, self.dpconv)
+        last = self.num_layers - 1
+        if not param_name.startswith(prefix):
+            return last, self.num_layers
+        name = param_name[len(prefix):]
+        first_block = [1 + sum(self.depths[:i]) for i in range(self.num_stages)]
+        parts = name.split('.')
+        if parts[0] == 'stem':
+            layer_id = 0
+        elif parts[0] == 'stages':
+            stage = int(parts[1])
+            layer_id = first_block[stage] + (int(parts[3]) if parts[2] == 'blocks' else 0)
+        elif parts[0].startswith('norm') and parts[0][4:].isdigit():
+            stage = int(parts[0][4:])
+            layer_id = first_block[stage] + self.depths[stage] - 1
+        else:
+            layer_id = last
+        return layer_id, self.num_layers
 
     # ------------------------------------------------------------------ weights
     def init_weights(self):
         cfg = self.init_cfg
-        if cfg is None:
-            self._default_init()
-            self._is_init = True
-            return
         if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
-            from ...checkpoint import load_pretrained_backbone
-            ckpt = cfg.get('checkpoint')
-            if ckpt is None:
+            checkpoint = cfg.get('checkpoint')
+            if checkpoint is None:
                 raise ValueError("init_cfg type 'Pretrained' needs a 'checkpoint'")
-            if '://' not in ckpt and not osp.exists(ckpt):
-                warnings.warn(
-                    f'PartialNet: pretrained checkpoint {ckpt!r} not found; training '
-                    f'{self.arch_name or "this PartialNet"} FROM SCRATCH. Convert the '
-                    f"authors' ImageNet weights with tools/convert_checkpoint.py to that "
-                    f"path, or set model.backbone.init_cfg=None to silence this.",
-                    stacklevel=2)
-                self._default_init()
-                self._is_init = True
-                return
             self._default_init()
-            load_pretrained_backbone(self, ckpt, prefix=cfg.get('prefix'),
-                                     map_location=cfg.get('map_location', 'cpu'))
+            self.load_pretrained(checkpoint, prefix=cfg.get('prefix'),
+                                 map_location=cfg.get('map_location', 'cpu'))
             self._is_init = True
-            return
-        super().init_weights()
+        elif cfg is None:
+            self._default_init()
+            self._is_init = True
+        else:
+            super().init_weights()
 
     def _default_init(self):
         """The authors' initialisation (also the start of a pretrained load)."""
@@ -442,9 +261,81 @@ class PartialNet(BaseModule):
                 nn.init.trunc_normal_(m.weight, std=.02)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
+            elif isinstance(m, nn.LayerNorm) and m.elementwise_affine:
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+
+    def load_pretrained(self, filename: str, prefix: Optional[str] = None,
+                        map_location='cpu') -> None:
+        """Load a converted (or authors') checkpoint into this backbone.
+
+        Shapes must fit exactly, else :class:`~partialnet_mm.checkpoint.CheckpointError`
+        names the keys and the variant the checkpoint looks like. Keys the checkpoint lacks
+        (e.g. the output norms when starting from a classifier) keep their initialisation and
+        are reported in one warning. A missing local file is an error that names the fix:
+        training from scratch must be asked for (``init_cfg=None``).
+        """
+        if '://' not in filename and not osp.isfile(filename):
+            raise CheckpointError(
+                f'PartialNet-{self.arch_name or "custom"}: pretrained checkpoint {filename!r} '
+                f'not found (init_cfg=dict(type=\'Pretrained\', ...)); the run stops rather '
+                f'than train from scratch unnoticed. ' + PRETRAINED_HELP.format(path=filename))
+        ckpt = CheckpointLoader.load_checkpoint(filename, map_location=map_location)
+        state_dict = unwrap_state_dict(ckpt)
+        if prefix:
+            prefix = prefix if prefix.endswith('.') else prefix + '.'
+            selected = OrderedDict((k[len(prefix):], v) for k, v in state_dict.items()
+                                   if k.startswith(prefix))
+            if not selected:
+                raise CheckpointError(f'{filename}: no key starts with prefix {prefix!r} '
+                                      f'(first keys: {list(state_dict)[:5]})')
+            state_dict = selected
+        if AUTHORS_MARKER in state_dict:
+            state_dict, _ = convert_authors_state_dict(state_dict, ARCH_SETTINGS,
+                                                       backbone_only=True)
+        if OURS_MARKER not in state_dict:
+            hint = (" Set init_cfg=dict(type='Pretrained', checkpoint=..., prefix='backbone.')."
+                    if f'backbone.{OURS_MARKER}' in state_dict else '')
+            raise CheckpointError(f'{filename} holds no PartialNet backbone weights at the '
+                                  f'top level (first keys: {list(state_dict)[:5]}).{hint}')
+        own = self.state_dict()
+        looks_like = self.describe_checkpoint_arch(state_dict)
+        hint = f'PartialNet-{self.arch_name or "custom"}; the checkpoint looks like {looks_like}'
+        self._check_keys(state_dict, own, filename, hint)
+        missing = sorted(set(own) - set(state_dict))
+        try:
+            self.load_state_dict(state_dict, strict=False)
+        except (ValueError, RuntimeError) as err:
+            raise CheckpointError(f'{filename} does not load into {hint}: {err}') from None
+        print_log(f'PartialNet: loaded {len(state_dict)} tensors from {filename}', 'current')
+        if missing:
+            warnings.warn(f'PartialNet: {len(missing)} backbone tensors are not in {filename} '
+                          f'and keep their initialisation: {missing[:8]}'
+                          + (' ...' if len(missing) > 8 else ''))
+
+    def _check_keys(self, state_dict: Dict[str, torch.Tensor], own: Dict[str, torch.Tensor],
+                    filename: str, hint: str) -> None:
+        """Refuse shape mismatches and unexpected keys (missing ones are only warned about).
+
+        A mixer may take tensors of another shape than its own (a DPConv mixer embeds plain
+        weights); those keys are left to its ``_load_from_state_dict``.
+        """
+        adapts = tuple(f'{name}.' for name, m in self.named_modules()
+                       if getattr(m, 'adapts_state_dict', False))
+        mismatched = [k for k, v in state_dict.items()
+                      if k in own and v.shape != own[k].shape and not k.startswith(adapts)]
+        unexpected = [k for k in state_dict if k not in own and not k.startswith(adapts)]
+        if mismatched or unexpected:
+            raise CheckpointError(describe_mismatch(
+                {k: state_dict[k] for k in mismatched + unexpected},
+                {k: own[k].shape for k in mismatched}, filename, hint))
+
+    @staticmethod
+    def describe_checkpoint_arch(state_dict: Dict[str, torch.Tensor]) -> str:
+        """``'PartialNet-t1'`` or a structural description of a backbone state dict."""
+        structure = backbone_structure(state_dict)
+        name = preset_of(structure, ARCH_SETTINGS)
+        return f'PartialNet-{name}' if name else f'no preset ({describe_structure(structure)})'
 
     # ------------------------------------------------------------------ freezing
     def _frozen_modules(self) -> List[nn.Module]:
@@ -467,8 +358,8 @@ class PartialNet(BaseModule):
         if mode and self.deploy:
             raise RuntimeError(
                 'This PartialNet was switched to deploy (inference) form: its BatchNorms are '
-                'folded into the convolutions and it cannot be trained. Build a new model '
-                'and load the original checkpoint to train.')
+                'folded into the convolutions and it cannot be trained. Build it with '
+                'deploy=False and load the trained (unfolded) checkpoint to train.')
         super().train(mode)
         self._freeze_stages()
         if mode and self.norm_eval:
@@ -478,29 +369,26 @@ class PartialNet(BaseModule):
         return self
 
     # ------------------------------------------------------------------ deploy
-    deploy_memory_formats = ('auto', 'channels_last', 'contiguous')
-
     def switch_to_deploy(self, memory_format: str = 'auto') -> 'PartialNet':
-        """Convert to the fused inference form, in place; outputs stay the same.
+        """Convert to the folded inference form, in place; outputs stay the same.
 
-        Folds every BatchNorm that sits next to a convolution into it (stem, merging layers,
-        MLP, PAT_ch's gate and post-gating norms, PAT_sp), writes the two parts of each
-        partial convolution into one tensor instead of splitting and concatenating, and
-        gathers each PAT_sf layer's iRPE bias once per feature size. The output norms
-        ``norm{i}`` stay (they have no adjacent convolution on the output path). See
-        :mod:`partialnet_mm.models.layers.deploy`.
+        Every layer with an inference form folds itself
+        (:func:`~partialnet_mm.models.utils.switch_to_deploy`): BatchNorms next to
+        convolutions folded into them (stem, merging layers, MLP, PAT_ch's gate and
+        post-gating norms, PAT_sp into the MLP's last convolution), the two parts of each
+        partial convolution written into one tensor, PAT_sf's LayerNorm folded into ``qkv``
+        and its iRPE bias gathered once per feature size. The output norms ``norm{i}`` stay.
+        The result equals ``PartialNet(..., deploy=True)`` with the folded state dict.
 
         Inference only, and final: call it in eval mode, after loading the weights (the
-        folded model has other state-dict keys; a normal checkpoint no longer loads into it).
-        The model refuses ``train()`` afterwards. Calling it again only changes
-        ``memory_format``.
+        folded model has other state-dict keys). The model refuses ``train()`` afterwards.
+        Calling it again only changes ``memory_format``.
 
         Args:
-            memory_format (str): Layout the fused model computes in: ``'channels_last'``,
-                ``'contiguous'`` (NCHW) or ``'auto'``: channels-last for CPU inputs (measured
-                faster there, see README "Deployment"), NCHW otherwise. The input is
-                converted on entry; channels-last outputs have the same values. Defaults to
-                ``'auto'``.
+            memory_format (str): Layout the folded model computes in: ``'channels_last'``,
+                ``'contiguous'`` (NCHW) or ``'auto'``: channels-last for CPU inputs (faster
+                there), NCHW otherwise. The input is converted on entry; channels-last
+                outputs have the same values. Defaults to ``'auto'``.
 
         Returns:
             PartialNet: ``self``.
@@ -508,27 +396,24 @@ class PartialNet(BaseModule):
         if memory_format not in self.deploy_memory_formats:
             raise ValueError(f'memory_format must be one of {self.deploy_memory_formats}, '
                              f'got {memory_format!r}')
-        if self.training:
-            raise RuntimeError(
-                'switch_to_deploy() is for inference: call model.eval() first (it folds the '
-                'BatchNorms\' running statistics, which training would keep updating).')
         if not self.deploy:
-            self.stem = fuse_conv_norm(self.stem.conv, self.stem.norm)
-            for stage in self.stages:
-                if hasattr(stage, 'downsample'):
-                    stage.downsample = fuse_conv_norm(stage.downsample.conv,
-                                                      stage.downsample.norm)
-                for j, block in enumerate(stage.blocks):
-                    stage.blocks[j] = DeployPartialNetBlock.from_block(block)
+            switch_to_deploy(self)
             self.requires_grad_(False)
             self.deploy = True
         self.deploy_memory_format = memory_format
         return self
 
-    def _deploy_layout(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` in the memory format the deploy model computes in on its device."""
-        channels_last = self.deploy_memory_format == 'channels_last' or (
-            self.deploy_memory_format == 'auto' and x.device.type == 'cpu')
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` in the memory format the network computes in.
+
+        Channels-last on the CPU, where oneDNN's convolutions (forward and backward) and
+        BatchNorms are faster in it; the inference form follows ``deploy_memory_format``.
+        """
+        if self.deploy:
+            channels_last = self.deploy_memory_format == 'channels_last' or (
+                self.deploy_memory_format == 'auto' and x.device.type == 'cpu')
+        else:
+            channels_last = not self.naive and x.device.type == 'cpu'
         return x.contiguous(
             memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
@@ -550,9 +435,7 @@ class PartialNet(BaseModule):
 
     def forward(self, x: torch.Tensor) -> tuple:
         self._check_input(x)
-        if self.deploy:
-            x = self._deploy_layout(x)
-        x = self.stem(x)
+        x = self.stem(self._layout(x))
         outs = []
         for i, stage in enumerate(self.stages):
             x = stage(x)
@@ -561,11 +444,36 @@ class PartialNet(BaseModule):
         return tuple(outs)
 
 
-def partialnet_channels(arch: Union[str, dict],
-                        out_indices: Sequence[int] = (0, 1, 2, 3)) -> List[int]:
-    """Channels of the features a ``PartialNet(arch, out_indices)`` returns.
+def convert_state_dict(src: Dict[str, torch.Tensor], backbone_only: bool = False,
+                       arch: Optional[str] = None) -> Tuple['OrderedDict', dict]:
+    """An authors' PartialNet state dict in our key names, checked against the model.
 
-    For configs: ``neck=dict(in_channels=partialnet_channels(arch))``.
+    :func:`partialnet_mm.checkpoint.convert_authors_state_dict` (renaming and arch
+    inference) followed by a shape check of every backbone tensor against the backbone the
+    inferred arch builds, so that a bad tensor is named here and not at loading time.
+
+    Args:
+        src: The authors' state dict (wrappers and ``model.``/``module.`` prefixes allowed).
+        backbone_only: Backbone keys only, without prefix (loadable into
+            ``PartialNet(arch=...)``); otherwise keys as mmpretrain's ``ImageClassifier``
+            names them (``backbone.*``, ``head.*``).
+        arch: Assert that the weights are this preset.
+
+    Returns:
+        (state_dict, info): info holds ``arch``, ``num_classes`` (or None),
+        ``with_out_norm`` and ``dropped`` (keys deliberately left out).
     """
-    dims = PartialNet.parse_arch(arch)['embed_dims']
-    return [dims[i] for i in PartialNet._check_out_indices(out_indices, len(dims))]
+    state_dict, info = convert_authors_state_dict(src, ARCH_SETTINGS, backbone_only, arch)
+    with torch.device('meta'):
+        reference = PartialNet(arch=info['arch'], with_out_norm=info['with_out_norm'])
+    expected = {k: v.shape for k, v in reference.state_dict().items()}
+    prefix = '' if backbone_only else 'backbone.'
+    backbone = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    mismatched = [k for k, v in backbone.items() if k in expected and v.shape != expected[k]]
+    unknown = sorted(set(backbone) - set(expected))
+    missing = sorted(set(expected) - set(backbone))
+    if mismatched or unknown or missing:
+        raise CheckpointError(describe_mismatch(
+            {k: backbone[k] for k in mismatched + unknown}, expected,
+            'converted backbone', f'PartialNet-{info["arch"]}', missing=missing))
+    return state_dict, info

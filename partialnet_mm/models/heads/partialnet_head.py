@@ -7,6 +7,8 @@ from mmcv.cnn import build_activation_layer
 from mmengine.registry import MODELS
 from mmpretrain.models.heads import ClsHead
 
+from ..archs import parse_arch
+
 
 @MODELS.register_module()
 class PartialNetClsHead(ClsHead):
@@ -35,8 +37,7 @@ class PartialNetClsHead(ClsHead):
                  **kwargs):
         super().__init__(init_cfg=init_cfg, **kwargs)
         if arch is not None:
-            from ..backbones.partialnet import PartialNet
-            settings = PartialNet.parse_arch(arch)
+            settings = parse_arch(arch)
             in_channels = in_channels or settings['embed_dims'][-1]
             act_cfg = act_cfg or settings['act_cfg']
         if in_channels is None or act_cfg is None:

@@ -1,10 +1,12 @@
-from .dpconv import DPConv, DPConvMixing
+from .attention import PartialChannelAttention, PartialSelfAttention
+from .block import PartialNetBlock, PartialNetStage
+from .conv_norm import ConvNorm
 from .irpe import EuclideanRelativePositionBias
-from .partial_conv import (PartialChannelAttention, PartialConv, PartialSelfAttention,
-                           PATChannel, PATSelfAttention, PATSpatial, partial_channels)
+from .mixers import MIXERS, PartialConv, PATChannel, PATSelfAttention, build_mixer
+from .mlp import PartialNetMLP, PATSpatial
 
 __all__ = [
-    'EuclideanRelativePositionBias', 'PartialConv', 'PartialChannelAttention',
-    'PartialSelfAttention', 'PATChannel', 'PATSelfAttention', 'PATSpatial',
-    'partial_channels', 'DPConv', 'DPConvMixing'
+    'PartialChannelAttention', 'PartialSelfAttention', 'PartialNetBlock', 'PartialNetStage',
+    'ConvNorm', 'EuclideanRelativePositionBias', 'MIXERS', 'PartialConv', 'PATChannel',
+    'PATSelfAttention', 'build_mixer', 'PartialNetMLP', 'PATSpatial'
 ]

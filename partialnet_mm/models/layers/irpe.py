@@ -11,7 +11,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn as nn
 
-from ..utils.export import is_exporting
+from ..utils.exporting import is_exporting
 
 
 def euclidean_bucket_ids(height, width, alpha: float, beta: float, gamma: float,

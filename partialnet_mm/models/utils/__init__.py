@@ -1,8 +1,11 @@
-from .export import is_exporting
+from .deploy import DeployMixin, switch_to_deploy
+from .exporting import is_exporting
 from .fuse import (fuse_conv_norm, fuse_layernorm_linear, fuse_norm_pointwise_conv,
                    norm_affine, stack_pointwise_convs)
+from .naive import set_naive_forward
 
 __all__ = [
-    'is_exporting', 'fuse_conv_norm', 'fuse_layernorm_linear', 'fuse_norm_pointwise_conv',
-    'norm_affine', 'stack_pointwise_convs'
+    'DeployMixin', 'switch_to_deploy', 'is_exporting', 'fuse_conv_norm',
+    'fuse_layernorm_linear', 'fuse_norm_pointwise_conv', 'norm_affine',
+    'stack_pointwise_convs', 'set_naive_forward'
 ]

@@ -1,0 +1,39 @@
+"""The stem and merging layers: a non-overlapping convolution followed by a BatchNorm."""
+import torch
+import torch.nn as nn
+from mmcv.cnn import build_norm_layer
+
+from ..utils.deploy import DeployMixin
+from ..utils.fuse import fuse_conv_norm
+
+
+class ConvNorm(DeployMixin, nn.Module):
+    """A bias-free ``kernel_size`` x ``kernel_size`` convolution with the same stride, then a
+    norm layer (the stem, 4x4, and the merging layers between stages, 2x2).
+
+    Deploy form: the norm folded into the convolution (``conv`` with a bias, no ``norm``).
+
+    Args:
+        in_channels (int): Input channels.
+        out_channels (int): Output channels.
+        kernel_size (int): Kernel size, equal to the stride (non-overlapping patches).
+        norm_cfg (dict): Norm config.
+        deploy (bool): Build the inference form. Defaults to False.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int,
+                 norm_cfg: dict, deploy: bool = False):
+        super().__init__()
+        self.deploy = deploy
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=kernel_size,
+                              bias=deploy)
+        if not deploy:
+            self.norm = build_norm_layer(norm_cfg, out_channels)[1]
+
+    def _fold(self) -> None:
+        self.conv = fuse_conv_norm(self.conv, self.norm)
+        del self.norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        return x if self.deploy else self.norm(x)

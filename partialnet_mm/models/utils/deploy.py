@@ -1,0 +1,69 @@
+"""Inference (deploy) forms: the contract each foldable module follows, and the one walker.
+
+A module that has a faster inference form subclasses :class:`DeployMixin`. It takes a
+``deploy`` constructor argument that builds that form directly (so a folded checkpoint loads
+with ``strict=True``), and its :meth:`~DeployMixin.switch_to_deploy` turns a trained module
+into the same form in place, folding only what it owns. :func:`switch_to_deploy` applies them
+all, in any order, to a whole model.
+"""
+from typing import List
+
+import torch.nn as nn
+
+
+class DeployMixin:
+    """Base of the modules with an inference form (``deploy=True``).
+
+    Subclasses set ``self.deploy`` in ``__init__`` and implement :meth:`_fold`, which rewrites
+    the module's own layers (e.g. a BatchNorm folded into the convolution before it) so that
+    the module computes the same function. A deploy module refuses training mode: its
+    BatchNorms are gone.
+    """
+
+    deploy: bool = False
+
+    def _fold(self) -> None:
+        raise NotImplementedError
+
+    def switch_to_deploy(self) -> None:
+        """Fold this module into its inference form, in place (eval mode, weights loaded)."""
+        if self.deploy:
+            return
+        if self.training:
+            raise RuntimeError(
+                f'{type(self).__name__}.switch_to_deploy() is for inference: call .eval() '
+                f'first (deploy folds the BatchNorms\' running statistics, which training '
+                f'would keep updating).')
+        self._fold()
+        self.deploy = True
+        for param in self.parameters():
+            param.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        if mode and self.deploy:
+            raise RuntimeError(
+                f'{type(self).__name__} is in its inference-only (deploy) form: its '
+                f'BatchNorms are folded away and it cannot be trained. Build the model with '
+                f'deploy=False and load the trained (unfolded) checkpoint to train.')
+        return super().train(mode)
+
+
+def deploy_modules(model: nn.Module) -> List[nn.Module]:
+    """The modules of ``model`` with an inference form, in ``model.modules()`` order."""
+    return [m for m in model.modules() if isinstance(m, DeployMixin)]
+
+
+def switch_to_deploy(model: nn.Module) -> nn.Module:
+    """Switch every :class:`DeployMixin` in ``model`` to its inference form; returns ``model``.
+
+    Each module folds only what it owns, so the order does not matter; modules without an
+    inference form (e.g. a DPConv mixer before its export) are left as they are and still
+    compute their own function.
+    """
+    if model.training:
+        raise RuntimeError('switch_to_deploy() is for inference: call model.eval() first '
+                           '(deploy folds the BatchNorms\' running statistics, which '
+                           'training would keep updating).')
+    for module in deploy_modules(model):  # a snapshot: folding replaces children
+        module.switch_to_deploy()
+    return model
