@@ -32,3 +32,16 @@ def imagenet_hooks(train_pipeline: List[dict], action_epoch: int, scale: int) ->
     """``custom_hooks`` of a classification config: the final crop switch and
     :func:`project_hooks`."""
     return [final_crop_recipe(train_pipeline, action_epoch, scale), *project_hooks()]
+
+
+def with_label_check(pipeline: List[dict], num_classes: int) -> List[dict]:
+    """A segmentation pipeline with ``CheckSegLabels`` after its ``LoadAnnotations``: a label
+    map with values outside the classes stops training with the file named."""
+    checked = []
+    for transform in copy.deepcopy(list(pipeline)):
+        checked.append(transform)
+        if transform.get('type') == 'LoadAnnotations':
+            checked.append(dict(type='CheckSegLabels', num_classes=num_classes))
+    if len(checked) == len(pipeline):
+        raise ValueError('with_label_check: the pipeline has no LoadAnnotations')
+    return checked

@@ -1,9 +1,14 @@
+import glob
+import json
 import os
 import os.path as osp
+import pickle
 
 import pytest
 
-from partialnet_mm.runtime import data_root_options  # noqa: F401  (used by the tests)
+from partialnet_mm.apis import test as run_test
+from partialnet_mm.apis import train
+from partialnet_mm.runner import data_root_options  # noqa: F401  (used by the tests)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -23,40 +28,30 @@ def reference_file(name):
     return path
 
 
-def run_tool(name, *argv):
-    """``python tools/<name> argv...`` in this process; returns what its ``main`` returns."""
-    import runpy
-    module = runpy.run_path(osp.join(ROOT, 'tools', name))
-    return module['main']([str(a) for a in argv])
-
-
 def logged_val_metrics(work_dir, key):
     """The last validation record containing ``key`` in a run's scalars.json."""
-    import glob
-    import json
     logs = glob.glob(osp.join(str(work_dir), '*', 'vis_data', 'scalars.json'))
     assert logs, f'no scalars.json under {work_dir}'
-    records = [json.loads(line) for line in open(logs[0])]
+    with open(logs[0]) as f:
+        records = [json.loads(line) for line in f]
     found = [r for r in records if key in r]
     assert found, f'no {key} logged in {logs[0]}'
     return found[-1]
 
 
 def train_and_retest(config, work_dir, options, metric_keys, tmp_path):
-    """Train ``config`` (few iterations), then reload its checkpoint with tools/test.py.
+    """Train ``config`` (few iterations), then reload its checkpoint and test it.
 
     Asserts the metric keys were logged by validation and that testing the saved checkpoint
-    reproduces them. Returns (test metrics, predictions dumped by tools/test.py --out).
+    reproduces them. Returns (test metrics, predictions dumped by ``test(out=...)``).
     """
-    import glob
-    import pickle
-    run_tool('train.py', config, '--work-dir', work_dir, '--cfg-options', *options)
-    checkpoints = [p for p in glob.glob(osp.join(str(work_dir), '*.pth'))]
+    train(config, str(work_dir), cfg_options=options)
+    checkpoints = glob.glob(osp.join(str(work_dir), '*.pth'))
     assert checkpoints, f'no checkpoint written to {work_dir}'
     logged = logged_val_metrics(work_dir, metric_keys[0])
     dump = osp.join(str(tmp_path), 'predictions.pkl')
-    metrics = run_tool('test.py', config, sorted(checkpoints)[-1], '--work-dir',
-                       osp.join(str(tmp_path), 'test'), '--out', dump, '--cfg-options', *options)
+    metrics = run_test(config, sorted(checkpoints)[-1], osp.join(str(tmp_path), 'test'),
+                       out=dump, cfg_options=options)
     for key in metric_keys:
         assert key in logged and key in metrics, key
         assert metrics[key] == pytest.approx(logged[key], abs=1e-6), key

@@ -5,10 +5,11 @@ from collections import OrderedDict
 
 import pytest
 import torch
-from conftest import reference_file, run_tool
+from conftest import reference_file
 from mmengine.runner import load_checkpoint
 
 from partialnet_mm import PartialNet, convert_state_dict
+from partialnet_mm.apis import convert_checkpoint_file
 from partialnet_mm.checkpoint import CheckpointError
 
 
@@ -34,7 +35,7 @@ def test_lightning_checkpoint_converts_without_running_its_objects(tmp_path):
     src, dst = tmp_path / 'partialnet_t0.ckpt', tmp_path / 'out.pth'
     torch.save(ckpt, src)
     with pytest.warns(UserWarning, match='inert stand-ins.*HyperParameters'):
-        run_tool('convert_checkpoint.py', src, dst, '--backbone-only', '--arch', 't0')
+        convert_checkpoint_file(str(src), str(dst), backbone_only=True, arch='t0')
     converted = torch.load(dst, weights_only=True)
     assert converted['meta']['arch'] == 't0'
     model = PartialNet(arch='t0')
@@ -76,8 +77,9 @@ def test_asserted_arch_must_match(tmp_path):
         convert_state_dict(authors_state_dict('t0'), arch='t2')
     src = tmp_path / 'w.pth'
     torch.save(authors_state_dict('t0'), src)
-    with pytest.raises(SystemExit, match=r'not PartialNet-s.*PartialNet-t0'):
-        run_tool('convert_checkpoint.py', src, tmp_path / 'o.pth', '--arch', 's')
+    with pytest.raises(CheckpointError, match=r'not PartialNet-s.*PartialNet-t0'):
+        convert_checkpoint_file(str(src), str(tmp_path / 'o.pth'), arch='s')
+    assert not (tmp_path / 'o.pth').exists()
 
 
 def test_our_own_checkpoint_is_not_converted_twice():
@@ -92,7 +94,7 @@ def test_pretrained_init_from_a_classifier_with_prefix(tmp_path):
     torch.save(dict(state_dict=classifier), path)
     model = PartialNet(arch='t0', init_cfg=dict(type='Pretrained', checkpoint=str(path),
                                                 prefix='backbone.'))
-    with pytest.warns(UserWarning, match=r"20 backbone tensors are not in .*\['norm0\."):
+    with pytest.warns(UserWarning, match=r"16 backbone tensors are not in .*\[.norm0\."):
         model.init_weights()
     assert torch.equal(model.stages[3].blocks[0].spatial_mixing.attn.qkv.weight,
                        classifier['backbone.stages.3.blocks.0.spatial_mixing.attn.qkv.weight'])
@@ -127,10 +129,13 @@ def test_pretrained_prefix_hint(tmp_path):
         model.init_weights()
 
 
-def test_missing_pretrained_file_trains_from_scratch_with_one_warning(tmp_path):
-    model = PartialNet(arch='t0', init_cfg=dict(type='Pretrained',
-                                                checkpoint=str(tmp_path / 'absent.pth')))
-    with pytest.warns(UserWarning, match='not found; training t0 FROM SCRATCH') as record:
+def test_missing_pretrained_file_stops_with_the_fix(tmp_path):
+    """No silent training from scratch: the path, the conversion command and the explicit
+    way to train from scratch are named."""
+    absent = str(tmp_path / 'absent.pth')
+    model = PartialNet(arch='t0', init_cfg=dict(type='Pretrained', checkpoint=absent))
+    with pytest.raises(CheckpointError) as err:
         model.init_weights()
-    assert len([w for w in record if 'FROM SCRATCH' in str(w.message)]) == 1
-    assert model.stem.conv.weight.std().item() == pytest.approx(0.02, rel=0.3)
+    message = str(err.value)
+    assert absent in message and 'tools/convert_checkpoint.py' in message
+    assert 'model.backbone.init_cfg=None' in message

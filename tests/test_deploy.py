@@ -1,18 +1,27 @@
-"""Deployment: the fused inference form computes what the trained model computes; ONNX export,
-benchmark, FLOPs and ``tools/test.py --fuse``."""
+"""Deployment: the folded inference form computes what the trained model computes, folded
+checkpoints load into ``deploy=True`` models; ONNX export, benchmark, FLOPs and
+``test(fuse=True)``."""
 import copy
+import os
 import os.path as osp
 import re
 
 import pytest
 import torch
 import torch.nn as nn
-from conftest import ROOT, data_root_options, run_tool
+from conftest import ROOT, data_root_options
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from partialnet_mm import PartialNet
-from partialnet_mm.analysis import build_arch_model, load_config, switch_model_to_deploy
-from partialnet_mm.models.layers import EuclideanRelativePositionBias
+from partialnet_mm import PartialNet, switch_to_deploy
+from partialnet_mm.analysis import build_arch_model, switch_model_to_deploy
+from partialnet_mm.analysis.benchmark import benchmark_inference, format_table, model_sources
+from partialnet_mm.analysis.flops import format_table as flops_table
+from partialnet_mm.analysis.flops import measure
+from partialnet_mm.apis import test as run_test
+from partialnet_mm.deploy import export_onnx, fold_checkpoint
+from partialnet_mm.models.layers import (EuclideanRelativePositionBias, PartialNetBlock,
+                                         build_mixer)
+from partialnet_mm.runner import load_config
 
 FUSED_RTOL = 1e-5  # max |fused - unfused| <= FUSED_RTOL * max |unfused|, per output
 ONNX_RTOL = 1e-4
@@ -114,19 +123,16 @@ def test_fused_memory_formats_and_sizes(memory_format, shape):
                                 if memory_format == 'channels_last' else torch.contiguous_format)
 
 
-@pytest.mark.parametrize('mixer', ['pconv', 'channel_attn', 'self_attn', 'custom'])
-def test_fused_block_for_each_mixing(mixer):
-    """Every block form, incl. plain PConv (slicing forward) and a mixing fusion does not know
-    (kept as it is, e.g. a DPConv before its export), with PAT_sp; the input stays intact."""
-    from partialnet_mm.models.backbones.partialnet import PartialNetBlock
-    from partialnet_mm.models.layers.deploy import DeployPartialNetBlock
-    block = PartialNetBlock(32, 8, 'pconv' if mixer == 'custom' else mixer, mlp_ratio=2.,
-                            drop_path=0., act_cfg=dict(type='GELU'), norm_cfg=dict(type='BN'),
-                            use_spatial_attn=True)
-    if mixer == 'custom':
-        block.spatial_mixing = nn.Conv2d(32, 32, 3, padding=1)
+@pytest.mark.parametrize('mixer', ['PConv', 'PATChannel', 'PATSelfAttention', 'custom'])
+def test_fused_block_for_each_mixer(mixer):
+    """Every block form, incl. plain PConv and a mixer without inference form (kept as it is,
+    e.g. a DPConv before its export), with PAT_sp; the input stays intact."""
+    spatial = nn.Conv2d(32, 32, 3, padding=1) if mixer == 'custom' else build_mixer(
+        dict(type=mixer), 32, 8)
+    block = PartialNetBlock(spatial, 32, mlp_ratio=2., drop_path=0., act_cfg=dict(type='GELU'),
+                            norm_cfg=dict(type='BN'), use_spatial_attn=True)
     randomize_inference_state(block, seed=4).eval()
-    fused = DeployPartialNetBlock.from_block(copy.deepcopy(block))
+    fused = switch_to_deploy(copy.deepcopy(block))
     x = torch.randn(2, 32, 9, 11)
     x_before = x.clone()
     with torch.no_grad():
@@ -134,6 +140,23 @@ def test_fused_block_for_each_mixing(mixer):
     assert_outputs_close([got], [expected], FUSED_RTOL, f'{mixer} block')
     assert torch.equal(x, x_before), 'the fused block must not modify its input'
     assert not any(isinstance(m, _BatchNorm) for m in fused.modules())
+
+
+@pytest.mark.parametrize('arch', ['t0', 't1'])
+def test_folded_state_dict_loads_into_a_deploy_model(arch):
+    """switch_to_deploy() then save == PartialNet(deploy=True) then load, strictly."""
+    model = randomize_inference_state(PartialNet(arch=arch), seed=8).eval()
+    folded = fused_copy(model)
+    built = PartialNet(arch=arch, deploy=True)
+    built.load_state_dict(folded.state_dict(), strict=True)
+    assert not built.training and not any(p.requires_grad for p in built.parameters())
+    x = torch.randn(2, 3, 96, 160)
+    with torch.no_grad():
+        assert_outputs_close(built(x), model(x), FUSED_RTOL, f'{arch} deploy=True')
+    with pytest.raises(ValueError, match='not folded.*deploy=False'):
+        PartialNet(arch=arch, deploy=True).load_state_dict(model.state_dict())
+    with pytest.raises(ValueError, match='folded.*deploy=True'):
+        PartialNet(arch=arch).load_state_dict(folded.state_dict())
 
 
 def test_fused_classifier_equals_unfused():
@@ -166,7 +189,7 @@ def test_switch_to_deploy_contract():
         model.train()
     with pytest.raises(RuntimeError, match='inference-only'):
         model.stages[0].blocks[0].train()
-    with pytest.raises(RuntimeError, match='Missing key'):  # load weights before switching
+    with pytest.raises(ValueError, match='not folded'):  # load weights before switching
         model.load_state_dict(state)
     with pytest.raises(RuntimeError, match='--fuse .* training mode'):
         switch_model_to_deploy(PartialNet(arch='t0'))
@@ -215,9 +238,8 @@ def test_onnx_backbone_dynamic_shapes_match_pytorch(onnxruntime, tmp_path, fuse)
     model = randomize_inference_state(PartialNet(arch='t0'), seed=5).eval()
     ckpt = tmp_path / 't0.pth'
     torch.save(model.state_dict(), ckpt)
-    out = tmp_path / 't0.onnx'
-    result = run_tool('export_onnx.py', out, '--arch', 't0', '--checkpoint', ckpt,
-                      *(['--fuse'] if fuse else []), '--shape', 224)
+    out = str(tmp_path / 't0.onnx')
+    result = export_onnx(out, arch='t0', checkpoint=str(ckpt), fuse=fuse)
     assert result['output_names'] == ['feat0', 'feat1', 'feat2', 'feat3']
     # the export size, then another batch and a wide input (iRPE's logarithmic buckets)
     for shape in [(1, 3, 224, 224), (2, 3, 64, 1024)]:
@@ -232,10 +254,9 @@ def test_onnx_classifier_from_config(onnxruntime, tmp_path):
     model = randomize_inference_state(build_arch_model('t0', 'classifier'), seed=6).eval()
     ckpt = tmp_path / 'cls.pth'
     torch.save(dict(state_dict=model.state_dict()), ckpt)
-    out = tmp_path / 'cls.onnx'
-    result = run_tool('export_onnx.py', out, '--config',
-                      osp.join(ROOT, 'configs', 'partialnet_t0_imagenet.py'),
-                      '--checkpoint', ckpt, '--fuse', '--shape', 224, '--verify')
+    out = str(tmp_path / 'cls.onnx')
+    result = export_onnx(out, config=osp.join(ROOT, 'configs', 'partialnet_t0_imagenet.py'),
+                         checkpoint=str(ckpt), fuse=True, verify=True)
     assert result['output_names'] == ['logits']
     assert len(result['errors']) == 2 and max(result['errors'].values()) <= ONNX_RTOL
     for shape in [(1, 3, 224, 224), (3, 3, 160, 288)]:
@@ -247,47 +268,44 @@ def test_onnx_classifier_from_config(onnxruntime, tmp_path):
         assert_outputs_close(got, [expected], ONNX_RTOL, f'onnx logits {shape}')
 
 
-# ------------------------------------------------------------------ tools
-def test_benchmark_tool_compares_naive_and_fused(capsys):
+# ------------------------------------------------------------------ analysis
+def test_benchmark_compares_naive_and_fused():
     threads = torch.get_num_threads()
-    try:  # --threads sets it for the whole process
-        rows = run_tool('benchmark.py', '--arch', 't0', '--compare-naive', '--batch-size', 2,
-                        '--shape', 64, '--runs', 2, '--warmup', 1, '--threads', 1, '--config',
-                        osp.join(ROOT, 'configs', 'demo', 'mask_rcnn_partialnet_t0_demo.py'),
-                        '--cfg-options', 'model.test_cfg.rpn.max_per_img=10')  # small heads
+    try:
+        torch.set_num_threads(1)
+        sources = model_sources(['t0'], 'backbone', [osp.join(
+            ROOT, 'configs', 'demo', 'mask_rcnn_partialnet_t0_demo.py')],
+            ['model.test_cfg.rpn.max_per_img=10'], shape=(64, 64))  # small heads
+        rows = benchmark_inference(sources, ['naive', 'fused'], batch=2,
+                                   device=torch.device('cpu'), warmup=1, runs=2)
     finally:
         torch.set_num_threads(threads)
-    printed = capsys.readouterr().out
-    assert [(r['model'].split('/')[-1], r['variant']) for r in rows] == [
+    assert [(r['model'].split('/')[-1], r['form']) for r in rows] == [
         ('t0 backbone', 'naive'), ('t0 backbone', 'fused'),
         ('mask_rcnn_partialnet_t0_demo.py', 'naive'), ('mask_rcnn_partialnet_t0_demo.py', 'fused')]
     for r in rows:
         assert r['throughput'] > 0 and r['latency_ms'] > 0 and r['input'] == '64x64'
-        assert ('speedup' in r) == (r['variant'] == 'fused')
-        if 'speedup' in r:
-            assert r['speedup'] > 0
-    assert 'threads=1' in printed and '| t0 backbone' in printed and 'speed-up' in printed
-    with pytest.raises(SystemExit):
-        run_tool('benchmark.py', '--arch', 't0', '--fuse', '--compare-naive')
+        assert ('speedup' in r) == (r['form'] == 'fused')
+    table = format_table(rows, '# header')
+    assert '| t0 backbone' in table and 'speed-up' in table
 
 
-def test_benchmark_tool_rejects_unknown_arch():
+def test_benchmark_rejects_unknown_arch():
     with pytest.raises(ValueError, match="Unknown PartialNet arch 't9'"):
-        run_tool('benchmark.py', '--arch', 't9', '--runs', 1)
+        model_sources(['t9'])[0].build()
 
 
-def test_get_flops_tool(capsys):
-    rows = run_tool('get_flops.py', '--arch', 't0', '--config',
-                    osp.join(ROOT, 'configs', 'demo', 'fpn_partialnet_t0_demo.py'),
-                    '--shape', 224)
-    printed = capsys.readouterr().out
+def test_flops(capsys):
+    rows = measure(['t0'], [osp.join(ROOT, 'configs', 'demo', 'fpn_partialnet_t0_demo.py')],
+                   shape=(224, 224))
     t0, seg = rows
     assert t0['params'] == SPEC_T0_CLASSIFIER_PARAMS
     # the two attention products of the 2 last-stage blocks: 4 heads, 7x7 tokens, head dim 48
     assert t0['attention_flops'] == 2 * (2 * 4 * 49 * 49 * 48)
     assert 0.2e9 < t0['flops'] < 0.3e9  # the paper's T0: 0.25 G
     assert seg['flops'] > t0['flops'] and seg['attention_flops'] == t0['attention_flops']
-    assert re.search(r'\| t0 classifier +\| 224x224 +\| 3\.486 M +\| 0\.23\d G', printed)
+    assert re.search(r'\| t0 classifier +\| 224x224 +\| 3\.486 M +\| 0\.23\d G',
+                     flops_table(rows))
 
 
 def test_installed_config_paths():
@@ -297,16 +315,28 @@ def test_installed_config_paths():
         load_config('mmdet::mask-rcnn/mask-rcnn_r50_fpn_1x_coco.py')
 
 
-def test_test_tool_fuse_gives_the_same_predictions(tmp_path, monkeypatch):
-    import pickle
-
+def _classifier_demo(tmp_path):
+    """The classification demo config, a tiny demo set and a checkpoint with non-trivial
+    BN statistics (saved as a Runner would: meta with the config)."""
     from partialnet_mm.demo_data import make_imagenet_demo
     config = osp.join(ROOT, 'configs', 'demo', 'partialnet_t0_imagenet_demo.py')
     data_root = str(tmp_path / 'imagenet_demo')
     make_imagenet_demo(data_root, num_train_per_class=1, num_val_per_class=2)
     model = randomize_inference_state(build_arch_model('t0', 'classifier', num_classes=4), seed=7)
     ckpt = tmp_path / 'ckpt.pth'
-    torch.save(dict(state_dict=model.state_dict(), meta=dict()), ckpt)
+    torch.save(dict(state_dict=model.state_dict(),
+                    meta=dict(cfg=load_config(config).pretty_text)), ckpt)
+    return config, data_root, model, str(ckpt)
+
+
+def _scores(path):
+    import pickle
+    with open(path, 'rb') as f:
+        return torch.stack([p['pred_score'] for p in pickle.load(f)])
+
+
+def test_fuse_and_the_folded_checkpoint_give_the_same_predictions(tmp_path, monkeypatch):
+    config, data_root, model, ckpt = _classifier_demo(tmp_path)
     switched = []
     original = PartialNet.switch_to_deploy
 
@@ -315,17 +345,42 @@ def test_test_tool_fuse_gives_the_same_predictions(tmp_path, monkeypatch):
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(PartialNet, 'switch_to_deploy', recording_switch)
-    predictions = []
-    for flags in ([], ['--fuse']):
-        dump = tmp_path / f'pred{len(flags)}.pkl'
-        run_tool('test.py', config, ckpt, '--work-dir', tmp_path / f'work{len(flags)}',
-                 '--out', dump, *flags, '--cfg-options', *data_root_options(data_root))
-        with open(dump, 'rb') as f:
-            predictions.append(pickle.load(f))
-    assert len(switched) == 1  # --fuse folded the backbone, after loading the checkpoint
+    options = data_root_options(data_root)
+    for name, fuse in (('plain', False), ('fused', True)):
+        run_test(config, ckpt, str(tmp_path / name), out=str(tmp_path / f'{name}.pkl'),
+                 fuse=fuse, cfg_options=options)
+    assert len(switched) == 1  # fuse folded the backbone, after loading the checkpoint
     assert torch.equal(switched[0], model.backbone.stem.norm.running_mean)
-    plain, fused = predictions
-    assert len(plain) == len(fused) == 8
-    scores = torch.stack([p['pred_score'] for p in plain])
-    fused_scores = torch.stack([p['pred_score'] for p in fused])
-    assert_outputs_close([fused_scores], [scores], FUSED_RTOL, 'test.py --fuse scores')
+    monkeypatch.undo()
+
+    folded = str(tmp_path / 'folded.pth')
+    info = fold_checkpoint(ckpt, folded)  # the config stored in the checkpoint
+    assert info['max_rel_diff'] <= FUSED_RTOL
+    stored = torch.load(folded, weights_only=True)
+    assert 'backbone.stem.conv.bias' in stored['state_dict']
+    assert torch.equal(stored['state_dict']['head.fc.weight'], model.head.fc.weight)
+    run_test(config, folded, str(tmp_path / 'deploy'), out=str(tmp_path / 'deploy.pkl'),
+             cfg_options=options + ['model.backbone.deploy=True'])
+    plain = _scores(tmp_path / 'plain.pkl')
+    assert len(plain) == 8
+    for name in ('fused', 'deploy'):
+        assert_outputs_close([_scores(tmp_path / f'{name}.pkl')], [plain], FUSED_RTOL, name)
+
+
+@pytest.mark.slow
+def test_mmpretrain_own_test_tool_evaluates_the_folded_checkpoint(tmp_path):
+    import subprocess
+    import sys
+
+    import mmpretrain
+    config, data_root, _, ckpt = _classifier_demo(tmp_path)
+    folded, deploy_config = str(tmp_path / 'folded.pth'), str(tmp_path / 'deploy_cfg.py')
+    fold_checkpoint(ckpt, folded, config=config, out_config=deploy_config)
+    tool = osp.join(osp.dirname(mmpretrain.__file__), '.mim', 'tools', 'test.py')
+    result = subprocess.run(
+        [sys.executable, tool, deploy_config, folded, '--work-dir', str(tmp_path / 'work'),
+         '--cfg-options', *data_root_options(data_root)], capture_output=True, text=True,
+        cwd=tmp_path, env=dict(os.environ, PYTHONWARNINGS='ignore'))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'accuracy/top1' in result.stdout + result.stderr
+    assert 'missing keys' not in (result.stdout + result.stderr).lower()

@@ -1,5 +1,6 @@
 """DPConv: learned splits — gradients, train == eval, losses in every library's loss dict,
 warm-up and logging through the Runner, export to a plain PartialNet."""
+import copy
 import glob
 import json
 import os.path as osp
@@ -7,25 +8,29 @@ import os.path as osp
 import pytest
 import torch
 import torch.nn as nn
-from conftest import ROOT, data_root_options, run_tool
+from conftest import ROOT, data_root_options
 from mmengine.config import Config
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from partialnet_mm import PartialNet
-from partialnet_mm.engine import attach_aux_losses
-from partialnet_mm.models.layers import DPConvMixing, PartialConv, PATChannel, PATSelfAttention
-from partialnet_mm.models.layers.dpconv import (LOSS_COMPLEXITY, LOSS_ORDER, conv_width,
-                                                dpconv_layers, embed_plain_weights,
-                                                export_dpconv, kronecker_mask, leading_mask,
-                                                set_dpconv_epoch)
+from partialnet_mm.apis import train
+from partialnet_mm.checkpoint import CheckpointError
+from partialnet_mm.dpconv import (LOSS_COMPLEXITY, LOSS_ORDER, DPConvHook, DPConvMixer,
+                                  attach_dpconv_losses, dpconv_layers, dpconv_losses,
+                                  export_checkpoint, export_dpconv, set_dpconv_epoch)
+from partialnet_mm.dpconv.hook import train_epoch
+from partialnet_mm.dpconv.layer import conv_width, kronecker_mask, leading_mask
+from partialnet_mm.models.layers import PartialConv, PATChannel, PATSelfAttention
 
 # unit tests train tiny backbones directly, without the hook that would attach the losses
-pytestmark = pytest.mark.filterwarnings('ignore:PartialNet. DPConv is on, but nothing')
+pytestmark = pytest.mark.filterwarnings('ignore:DPConv is on, but nothing')
 
 # A tiny arch (as in test_backbone) with PAT_sp; DPConv on every stage, so PAT_ch and PAT_sf
 # layers are both exercised. Widths 16..128: 3, 4, 5 and 4 gates.
 TINY = dict(embed_dims=16, depths=(1, 1, 2, 1), use_spatial_attn=True,
             act_cfg=dict(type='GELU'))
+DPCONV_EVERYWHERE = [dict(type='DPConv', mixer='PATChannel')] * 3 + [
+    dict(type='DPConv', mixer='PATSelfAttention')]
 RTOL = 1e-5  # max |a - b| <= RTOL * max |reference|
 DET_DEMO = osp.join(ROOT, 'configs', 'demo', 'mask_rcnn_partialnet_t0_dpconv_demo.py')
 CLS_DEMO = osp.join(ROOT, 'configs', 'demo', 'partialnet_t0_imagenet_dpconv_demo.py')
@@ -40,8 +45,9 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def tiny_dpconv(**dpconv):
-    return PartialNet(arch=TINY, dpconv=dpconv, attn_drop_rate=0., proj_drop_rate=0.)
+def tiny_dpconv(**kwargs):
+    return PartialNet(arch=TINY, mixer_cfgs=DPCONV_EVERYWHERE, attn_drop_rate=0.,
+                      proj_drop_rate=0., **kwargs)
 
 
 def randomize(model, seed=0):
@@ -157,22 +163,24 @@ def test_train_and_eval_compute_the_same_function(pattern):
 
 
 def test_frozen_gates_get_no_gradient_and_zero_losses():
-    model = randomize(tiny_dpconv(warmup_epochs=2))
-    assert all(layer.conv.frozen for _, layer in dpconv_layers(model))  # warm-up from start
+    model = randomize(tiny_dpconv())
+    assert set_dpconv_epoch(model, 0, warmup_epochs=2)  # the warm-up freezes from the start
+    assert all(layer.conv.frozen for _, layer in dpconv_layers(model))
     bn_eval(model)
     out = model(torch.randn(2, 3, 64, 64))
-    losses = model.aux_losses()
+    losses = dpconv_losses(model)
     (sum(o.sum() for o in out) + sum(losses.values())).backward()
     assert all(v.item() == 0 for v in losses.values())
     for _, layer in dpconv_layers(model):
         assert layer.conv.gates.grad is not None  # in the graph (DDP) ...
         assert (layer.conv.gates.grad == 0).all()  # ... but frozen
-    assert set_dpconv_epoch(model, 1) and not set_dpconv_epoch(model, 2)
+    assert set_dpconv_epoch(model, 1, 2) and not set_dpconv_epoch(model, 2, 2)
 
 
 # ---------------------------------------------------------------------------- the losses
 def test_budget_term_is_zero_under_budget_and_positive_above():
-    model = tiny_dpconv(budget=2, complexity_weight=0.5)
+    model = tiny_dpconv()
+    settings = dict(budget=2, complexity_weight=0.5)
     layers = [layer for _, layer in dpconv_layers(model)]
     sizes = [layer.channels**2 for layer in layers]
     budget = sum(sizes) / 2**2
@@ -181,29 +189,29 @@ def test_budget_term_is_zero_under_budget_and_positive_above():
         return sum(layer.channels * layer.conv_channels for layer in layers) / budget
 
     assert usage() == pytest.approx(1.)  # the start, n_div = 4, is exactly the budget b = 2
-    assert model.aux_losses()[LOSS_COMPLEXITY].item() == 0
+    assert dpconv_losses(model, **settings)[LOSS_COMPLEXITY].item() == 0
     set_gates(layers[-1], [-1, -1, 1, 1])  # the widest layer to 1/8: under budget
-    assert usage() < 1 and model.aux_losses()[LOSS_COMPLEXITY].item() == 0
+    assert usage() < 1 and dpconv_losses(model, **settings)[LOSS_COMPLEXITY].item() == 0
     set_gates(layers[-1], [1, 1, 1, 1])  # ... to 1/2: above
-    loss = model.aux_losses()[LOSS_COMPLEXITY]
+    loss = dpconv_losses(model, **settings)[LOSS_COMPLEXITY]
     assert usage() > 1
     assert loss.item() == pytest.approx(0.5 * (usage() - 1))
     loss.backward()
     grad = layers[-1].conv.gates.grad
     assert (grad > 0).all()  # descending pushes the 'on' gates towards off
     # with a looser budget the same splits are within it
-    loose = tiny_dpconv(budget=1.2)
+    loose = tiny_dpconv()
     set_gates(dpconv_layers(loose)[-1][1], [1, 1, 1, 1])
-    assert loose.aux_losses()[LOSS_COMPLEXITY].item() == 0
+    assert dpconv_losses(loose, budget=1.2)[LOSS_COMPLEXITY].item() == 0
 
 
 def test_order_term_is_zero_in_legal_order_and_pushes_towards_it():
-    model = tiny_dpconv(order_weight=2.)
+    model = tiny_dpconv()
     layer = dict(dpconv_layers(model))['s2.b0']
-    assert model.aux_losses()[LOSS_ORDER].item() == 0  # the start is in legal order
+    assert dpconv_losses(model, order_weight=2.)[LOSS_ORDER].item() == 0  # legal at the start
     with torch.no_grad():
         layer.conv.gates.copy_(torch.tensor([-0.2, 0.4, -0.1, 0.3, 0.5]))  # on before off
-    loss = model.aux_losses()[LOSS_ORDER]
+    loss = dpconv_losses(model, order_weight=2.)[LOSS_ORDER]
     assert loss.item() == pytest.approx(2. * (0.4 - (-0.1)))
     loss.backward()
     assert layer.conv.gates.grad.tolist() == pytest.approx([0, 2., -2., 0, 0])
@@ -214,10 +222,11 @@ def test_export_gives_a_plain_partialnet_with_the_same_outputs():
     model = randomize(tiny_dpconv(), seed=4)
     apply_pattern(model, GATE_PATTERNS['mixed, illegal orders'])
     model.eval()
-    state, conv_channels = export_dpconv(model)
-    assert conv_channels == ((4, ), (4, ), (8, 2), (16, ))
-    plain = PartialNet(arch=dict(model.arch, conv_channels=conv_channels),
-                       attn_drop_rate=0., proj_drop_rate=0.).eval()
+    state, changes = export_dpconv(model)
+    assert changes['arch']['conv_channels'] == ((4, ), (4, ), (8, 2), (16, ))
+    assert changes['mixer_cfgs'] == [dict(type='PATChannel')] * 3 + [
+        dict(type='PATSelfAttention')]
+    plain = PartialNet(**changes, attn_drop_rate=0., proj_drop_rate=0.).eval()
     plain.load_state_dict(state, strict=True)
     assert not any(k.endswith('gates') for k in state)
     mixers = [b.spatial_mixing for s in plain.stages for b in s.blocks]
@@ -227,9 +236,10 @@ def test_export_gives_a_plain_partialnet_with_the_same_outputs():
     with torch.no_grad():
         for i, (out, ref) in enumerate(zip(plain(x), model(x))):
             assert_close(out, ref, f'exported out[{i}]')
-    # and back: the plain weights embedded into a DPConv backbone compute the same again
+    # and back: the plain weights load into a DPConv backbone (each DPConv mixer embeds its
+    # plain tensors) and compute the same again
     again = tiny_dpconv().eval()
-    again.load_state_dict(embed_plain_weights(again, state), strict=True)
+    again.load_state_dict(state, strict=True)
     assert [layer.conv_channels for _, layer in dpconv_layers(again)] == [4, 4, 8, 2, 16]
     with torch.no_grad():
         for i, (out, ref) in enumerate(zip(again(x), model(x))):
@@ -239,8 +249,7 @@ def test_export_gives_a_plain_partialnet_with_the_same_outputs():
 def test_dpconv_starts_from_plain_pretrained_weights(tmp_path):
     plain = randomize(PartialNet(arch=TINY, attn_drop_rate=0., proj_drop_rate=0.)).eval()
     torch.save(dict(state_dict=plain.state_dict()), tmp_path / 'plain.pth')
-    model = PartialNet(arch=TINY, dpconv=dict(), attn_drop_rate=0., proj_drop_rate=0.,
-                       init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'plain.pth')))
+    model = tiny_dpconv(init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'plain.pth')))
     model.init_weights()
     model.eval()
     x = torch.randn(2, 3, 64, 64)
@@ -251,17 +260,18 @@ def test_dpconv_starts_from_plain_pretrained_weights(tmp_path):
     torch.save(dict(state_dict=model.state_dict()), tmp_path / 'dpconv.pth')
     fresh = PartialNet(arch=TINY, init_cfg=dict(type='Pretrained',
                                                 checkpoint=str(tmp_path / 'dpconv.pth')))
-    with pytest.raises(ValueError, match='export it with tools/export_dpconv.py'):
+    with pytest.raises(CheckpointError, match='export it with tools/export_dpconv.py'):
         fresh.init_weights()
 
 
 # ---------------------------------------------------------------------------- configs / errors
-def test_dpconv_off_keeps_the_backbone_and_conv_channels_validate():
+def test_plain_mixers_keep_the_backbone_and_conv_channels_validate():
     default = PartialNet(arch='t1')
-    explicit = PartialNet(arch=dict(PartialNet.parse_arch('t1'), conv_channels=[12, 24, None, 96]))
+    explicit = PartialNet(arch=dict(PartialNet.parse_arch('t1'), conv_channels=[12, 24, None, 96]),
+                          mixer_cfgs=[dict(type='PATChannel')] * 3 + [None])
     assert {k: v.shape for k, v in default.state_dict().items()} == \
         {k: v.shape for k, v in explicit.state_dict().items()}
-    assert default.dpconv is None and default.aux_losses() == {}
+    assert dpconv_layers(default) == []
     per_block = PartialNet(arch=dict(TINY, conv_channels=[None, 8, [4, 16], 64]))
     assert [b.spatial_mixing.conv_channels for s in per_block.stages for b in s.blocks] == \
         [4, 8, 4, 16, 64]
@@ -273,20 +283,34 @@ def test_dpconv_off_keeps_the_backbone_and_conv_channels_validate():
             PartialNet(arch=dict(TINY, conv_channels=spec))
 
 
-@pytest.mark.parametrize('dpconv, message', [
-    (dict(stage=(0, )), r"unknown keys \['stage'\]"),
-    (dict(stages=(4, )), r'distinct stage indices in \[0, 3\]'),
-    (dict(gate_init=1.0), 'straight-through window'),
-    (dict(budget=0.5), 'must be >= 1'),
+@pytest.mark.parametrize('kwargs, error, message', [
+    (dict(mixer_cfgs=[dict(type='DPConv', mixer='PATCh')] + [None] * 3), ValueError,
+     r"stage 0 block 0: DPConv: mixer must be one of \('PConv'"),
+    (dict(mixer_cfgs=[dict(type='DPConv', gate_init=1.0)] + [None] * 3), ValueError,
+     'straight-through window'),
+    (dict(mixer_cfgs=[dict(type='DPConv')] * 3), ValueError, 'one per stage'),
+    (dict(mixer_cfgs=[dict(type='NoSuchMixer')] + [None] * 3), KeyError,
+     r"unknown mixer type 'NoSuchMixer'; registered mixers: \["),
 ])
-def test_dpconv_config_errors_name_the_fix(dpconv, message):
+def test_mixer_config_errors_name_the_fix(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        PartialNet(arch=TINY, **kwargs)
+
+
+@pytest.mark.parametrize('hook_cfg, message', [
+    (dict(budget=0.5), 'must be >= 1'),
+    (dict(warmup_epochs=1.5), 'non-negative integer'),
+    (dict(order_weight=-1), 'order_weight must be >= 0'),
+])
+def test_hook_config_errors_name_the_fix(hook_cfg, message):
     with pytest.raises(ValueError, match=message):
-        PartialNet(arch=TINY, dpconv=dpconv)
+        DPConvHook(**hook_cfg)
 
 
 def test_a_split_dpconv_cannot_reach_is_refused():
     with pytest.raises(ValueError, match=r'stage 0 block 0: .*cannot start with 6 convolved'):
-        PartialNet(arch=dict(TINY, conv_channels=[6, None, None, None]), dpconv=dict())
+        PartialNet(arch=dict(TINY, conv_channels=[6, None, None, None]),
+                   mixer_cfgs=DPCONV_EVERYWHERE)
 
 
 # ---------------------------------------------------------------------------- loss dicts
@@ -325,7 +349,7 @@ def det_model():
 
 def seg_model():
     cfg = Config.fromfile(osp.join(ROOT, 'configs', 'fpn_partialnet_t0_ade20k.py'))
-    cfg.model.backbone.update(init_cfg=None, dpconv=dict(stages=(0, 1, 2)))
+    cfg.model.backbone.update(init_cfg=None, mixer_cfgs=[dict(type='DPConv')] * 3 + [None])
     cfg.model.data_preprocessor.size = (64, 64)  # not padded to the 512 px crop
     return build_from_config('mmseg', cfg.model), 'decode.loss_ce', seg_batch
 
@@ -344,30 +368,36 @@ def test_losses_enter_the_loss_dict_of_every_library(build):
     data = batch(model)
     model.train()
     assert LOSS_COMPLEXITY not in model(**data, mode='loss')  # nothing attached yet
-    assert attach_aux_losses(model) == [model.backbone]
-    attach_aux_losses(model)  # idempotent: one hook
-    set_dpconv_epoch(model.backbone, 5)  # past the warm-up, as DPConvHook sets it
+    layers = attach_dpconv_losses(model)
+    assert [layer for _, layer in layers] == [m for m in model.backbone.modules()
+                                              if isinstance(m, DPConvMixer)]
+    attach_dpconv_losses(model)  # idempotent: one provider
+    assert list(model.aux_loss_providers) == ['dpconv']
+    set_dpconv_epoch(model, 5, warmup_epochs=1)  # past the warm-up, as DPConvHook sets it
     (_, first), (_, second) = dpconv_layers(model.backbone)[:2]
     set_gates(first, [1] * first.conv.gates.numel())  # above budget
     set_gates(second, [1] * (second.conv.gates.numel() - 1) + [-1])  # out of order
-    losses = model(**data, mode='loss')
-    assert task_loss in losses
-    assert losses[LOSS_COMPLEXITY].item() > 0 and losses[LOSS_ORDER].item() > 0
+    # the same dict through the Runner's path (forward, mode='loss') and model.loss() itself
+    for losses in (model(**data, mode='loss'), model.loss(data['inputs'],
+                                                          data['data_samples'])):
+        assert task_loss in losses
+        assert losses[LOSS_COMPLEXITY].item() > 0 and losses[LOSS_ORDER].item() > 0
     parsed, log_vars = model.parse_losses(losses)  # what train_step optimises and logs
     assert LOSS_COMPLEXITY in log_vars and LOSS_ORDER in log_vars
     parsed.backward()
     for name, layer in dpconv_layers(model.backbone):
         assert layer.conv.gates.grad.abs().sum() > 0, name
-    assert len(model._forward_hooks) == 1
+    # a copy of the model computes its own losses
+    copied = copy.deepcopy(model)
+    set_gates(dpconv_layers(copied.backbone)[0][1], [-1] * first.conv.gates.numel())
+    assert copied.aux_loss_providers['dpconv']()[LOSS_COMPLEXITY].item() != \
+        model.aux_loss_providers['dpconv']()[LOSS_COMPLEXITY].item()
 
 
 def test_hook_needs_a_dpconv_backbone_and_counts_epochs_of_iteration_loops():
     from types import SimpleNamespace
-
-    from partialnet_mm.engine import DPConvHook
-    from partialnet_mm.engine.dpconv_hook import train_epoch
     runner = SimpleNamespace(model=nn.Sequential(PartialNet(arch=TINY)))
-    with pytest.raises(ValueError, match='no PartialNet backbone with DPConv on'):
+    with pytest.raises(ValueError, match='has no DPConv mixer'):
         DPConvHook().before_run(runner)
     iter_based = SimpleNamespace(train_loop=SimpleNamespace(dataloader=[None] * 5), iter=12)
     assert train_epoch(iter_based) == 2
@@ -380,9 +410,10 @@ def test_training_without_the_hook_warns():
 
 
 # ---------------------------------------------------------------------------- runner, export CLI
+@pytest.mark.slow
 def test_runner_trains_logs_and_exports(tmp_path):
     """The classification demo with DPConv: warm-up epoch, then learning; losses and widths
-    logged; the checkpoint exported by the CLI gives the same logits as a plain classifier."""
+    logged; the exported checkpoint gives the same logits as a plain classifier."""
     from partialnet_mm.demo_data import make_imagenet_demo
     data_root = str(tmp_path / 'imagenet_demo')
     make_imagenet_demo(data_root, num_train_per_class=4, num_val_per_class=1)
@@ -391,7 +422,7 @@ def test_runner_trains_logs_and_exports(tmp_path):
         'train_cfg.max_epochs=2', 'train_cfg.val_interval=2', 'train_dataloader.batch_size=8',
         'default_hooks.logger.interval=1', 'randomness.seed=0']
     with pytest.warns(UserWarning, match='needs a GPU'):
-        run_tool('train.py', CLS_DEMO, '--work-dir', work, '--cfg-options', *options)
+        train(CLS_DEMO, str(work), cfg_options=options)
     log = glob.glob(str(work / '*' / 'vis_data' / 'scalars.json'))[0]
     records = [json.loads(line) for line in open(log) if 'loss' in line]
     assert len(records) == 4  # 2 epochs x 2 iterations
@@ -407,21 +438,23 @@ def test_runner_trains_logs_and_exports(tmp_path):
     assert 'DPConv: learning the splits from epoch 2' in text and 'DPConv splits: s0.b0' in text
 
     exported, exported_cfg = tmp_path / 'plain.pth', tmp_path / 'plain.py'
-    info = run_tool('export_dpconv.py', work / 'epoch_2.pth', exported, '--config', CLS_DEMO,
-                    '--out-config', exported_cfg)
+    info = export_checkpoint(str(work / 'epoch_2.pth'), str(exported), CLS_DEMO,
+                             str(exported_cfg))
     meta = torch.load(exported, weights_only=True)['meta']['dpconv_export']
     assert meta['conv_channels'] == info['conv_channels']
-    assert meta['config_change']['model']['backbone']['dpconv'] is None
+    plain_mixers = [dict(type='PATChannel')] * 3 + [dict(type='PATSelfAttention')]
+    assert meta['config_change']['model']['backbone']['mixer_cfgs'] == plain_mixers
     from mmengine.runner import load_checkpoint
     dp_cfg, plain_cfg = Config.fromfile(CLS_DEMO), Config.fromfile(str(exported_cfg))
-    assert plain_cfg.model.backbone.dpconv is None
+    assert plain_cfg.model.backbone.mixer_cfgs == plain_mixers
     assert plain_cfg.model.backbone.arch['conv_channels'] == info['conv_channels']
-    assert [h['type'] for h in plain_cfg.custom_hooks] == ['TrainCropScaleHook']
+    assert [h['type'] for h in plain_cfg.custom_hooks] == [
+        'SwitchRecipeHook', 'RandomStateHook', 'NonFiniteLossHook']
     dp_model = build_from_config('mmpretrain', dp_cfg.model).eval()
     plain_model = build_from_config('mmpretrain', plain_cfg.model).eval()
     load_checkpoint(dp_model, str(work / 'epoch_2.pth'), strict=True, logger='silent')
     load_checkpoint(plain_model, str(exported), strict=True, logger='silent')
-    assert not any(isinstance(m, DPConvMixing) for m in plain_model.modules())
+    assert not any(isinstance(m, DPConvMixer) for m in plain_model.modules())
     assert all(isinstance(b.spatial_mixing, PartialConv)
                for s in plain_model.backbone.stages for b in s.blocks)
     x = torch.randn(2, 3, 96, 128)
@@ -431,7 +464,6 @@ def test_runner_trains_logs_and_exports(tmp_path):
 
 def test_export_refuses_a_plain_checkpoint(tmp_path):
     torch.save(dict(state_dict=PartialNet(arch=TINY).state_dict()), tmp_path / 'plain.pth')
-    with pytest.raises(SystemExit, match='no DPConv gates'):
-        run_tool('export_dpconv.py', tmp_path / 'plain.pth', tmp_path / 'out.pth',
-                 '--config', CLS_DEMO)
+    with pytest.raises(CheckpointError, match='no DPConv gates'):
+        export_checkpoint(str(tmp_path / 'plain.pth'), str(tmp_path / 'out.pth'), CLS_DEMO)
     assert not (tmp_path / 'out.pth').exists()

@@ -4,10 +4,11 @@ from collections import OrderedDict
 
 import pytest
 import torch
-from conftest import reference_file, run_tool
+from conftest import reference_file
 from mmengine.runner import load_checkpoint
 
 from partialnet_mm import PartialNet, convert_state_dict
+from partialnet_mm.apis import convert_checkpoint_file
 
 ALL_ARCHS = ('t0', 't1', 't2', 's', 'm', 'l')
 RTOL = 1e-4  # max |ours - theirs| <= RTOL * max |theirs|, per tensor
@@ -32,10 +33,10 @@ def build_classifier(arch, num_classes=1000):
                  head=dict(type='PartialNetClsHead', arch=arch, num_classes=num_classes)))
 
 
-def convert_with_cli(tmp_path, state_dict, *flags):
+def convert_file(tmp_path, state_dict, backbone_only=False, arch=None):
     src, dst = tmp_path / 'authors.pth', tmp_path / 'converted.pth'
     torch.save(state_dict, src)
-    run_tool('convert_checkpoint.py', src, dst, *flags)
+    convert_checkpoint_file(str(src), str(dst), backbone_only=backbone_only, arch=arch)
     return dst
 
 
@@ -49,7 +50,7 @@ def test_backbone_matches_authors_features(reference, tmp_path):
     arch, ref = reference
     weights = OrderedDict(ref['cls_state_dict'])
     weights.update(ref['det_extra_state_dict'])
-    dst = convert_with_cli(tmp_path, weights, '--backbone-only')
+    dst = convert_file(tmp_path, weights, backbone_only=True)
     model = PartialNet(arch=arch)
     load_checkpoint(model, str(dst), strict=True)
     model.eval()
@@ -63,7 +64,7 @@ def test_backbone_matches_authors_features(reference, tmp_path):
 
 def test_classifier_matches_authors_logits(reference, tmp_path):
     arch, ref = reference
-    dst = convert_with_cli(tmp_path, ref['cls_state_dict'], '--arch', arch)
+    dst = convert_file(tmp_path, ref['cls_state_dict'], arch=arch)
     model = build_classifier(arch)
     load_checkpoint(model, str(dst), strict=True)
     model.eval()

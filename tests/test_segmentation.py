@@ -1,14 +1,14 @@
 """Semantic FPN with PartialNet on ADE20K: real configs build and run; the demo trains and reloads."""
-import json
 import os.path as osp
 
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, data_root_options, run_tool, train_and_retest
+from conftest import ROOT, data_root_options, train_and_retest
 from mmengine.config import Config
 
 from partialnet_mm import partialnet_channels
+from partialnet_mm.apis import learning_benchmark as lb
 from partialnet_mm.demo_data import ADE_CLASSES, make_ade20k_demo
 
 ARCHS = ('t0', 't1', 't2', 's', 'm', 'l')
@@ -65,13 +65,14 @@ def test_demo_label_maps_follow_ade20k_convention(tmp_path):
     assert values <= set(range(len(ADE_CLASSES) + 1)) and 1 in values
 
 
+@pytest.mark.slow
 def test_demo_trains_validates_and_reloads(tmp_path):
     data_root = str(tmp_path / 'ade20k_demo')
     make_ade20k_demo(data_root, num_train=8, num_val=4)
     options = data_root_options(data_root) + [
         'train_cfg.max_iters=4', 'train_cfg.val_interval=4',
         'default_hooks.checkpoint.interval=4', 'train_dataloader.batch_size=2',
-        'model.backbone.init_cfg=None', 'randomness.seed=0']
+        'randomness.seed=0']
     metrics, predictions = train_and_retest(DEMO_CONFIG, tmp_path / 'work', options,
                                             ['mIoU', 'aAcc', 'mAcc'], tmp_path)
     assert len(predictions) == 4
@@ -87,6 +88,7 @@ TWO_ITERATIONS_AT_LR_0 = ['train_cfg.max_iters=2', 'default_hooks.checkpoint.int
                           'randomness.seed=0']
 
 
+@pytest.mark.slow
 def test_learning_benchmark_starts_from_a_classifier_backbone(tmp_path):
     """seg (and det) demos in the learning benchmark start from the cls demo's backbone."""
     from mmengine.registry import init_default_scope
@@ -100,14 +102,9 @@ def test_learning_benchmark_starts_from_a_classifier_backbone(tmp_path):
 
     data_root = str(tmp_path / 'ade20k_demo')
     make_ade20k_demo(data_root, num_train=4, num_val=2)
-    try:
-        run_tool('learning_benchmark.py', 'seg', '--data-root', data_root, '--work-dir',
-                 tmp_path / 'bench', '--backbone-from', cls_ckpt,
-                 '--cfg-options', *TWO_ITERATIONS_AT_LR_0)
-    except SystemExit:  # the mIoU target is not met after two iterations
-        pass
-    with open(tmp_path / 'bench' / 'learning_benchmark.json') as f:
-        (record, ) = json.load(f)['records']
+    (record, ) = lb.run_tasks(['seg'], dict(seg=str(tmp_path / 'bench')),
+                              dict(seg=TWO_ITERATIONS_AT_LR_0), dict(seg=data_root),
+                              backbone_from=cls_ckpt)
     assert record['backbone_from'] == cls_ckpt
     trained = torch.load(record['checkpoint'], map_location='cpu')['state_dict']
     for key in ('stem.conv.weight', 'stages.3.blocks.0.mlp.fc2.weight'):  # lr 0: unchanged
@@ -115,20 +112,19 @@ def test_learning_benchmark_starts_from_a_classifier_backbone(tmp_path):
                                    classifier.state_dict()['backbone.' + key])
 
 
+@pytest.mark.slow
 def test_learning_benchmark_hands_the_classifier_it_trains_to_seg(tmp_path):
     """cls runs first in one call (whatever the order asked) and seg starts from its checkpoint,
     with the pre-training minutes added to its own."""
-    import runpy
     from partialnet_mm.demo_data import make_imagenet_demo
-    bench = runpy.run_path(osp.join(ROOT, 'tools', 'learning_benchmark.py'))
     roots = dict(cls=str(tmp_path / 'imagenet_demo'), seg=str(tmp_path / 'ade20k_demo'))
     make_imagenet_demo(roots['cls'], num_train_per_class=4, num_val_per_class=2)
     make_ade20k_demo(roots['seg'], num_train=4, num_val=2)
     options = dict(
         cls=['train_cfg.max_epochs=1', 'train_dataloader.batch_size=8', 'randomness.seed=0'],
         seg=TWO_ITERATIONS_AT_LR_0)
-    cls_rec, seg_rec = bench['run_tasks'](['seg', 'cls'],
-                                          {t: str(tmp_path / t) for t in roots}, options, roots)
+    cls_rec, seg_rec = lb.run_tasks(['seg', 'cls'], {t: str(tmp_path / t) for t in roots},
+                                    options, roots)
     assert (cls_rec['task'], seg_rec['task']) == ('cls', 'seg')
     assert cls_rec['backbone_from'] is None and seg_rec['backbone_from'] == cls_rec['checkpoint']
     assert seg_rec['train_minutes'] > cls_rec['train_minutes'] > 0
@@ -137,4 +133,4 @@ def test_learning_benchmark_hands_the_classifier_it_trains_to_seg(tmp_path):
     for key in ('backbone.stem.conv.weight', 'backbone.stages.3.blocks.0.mlp.fc2.weight'):
         torch.testing.assert_close(trained[key], pretrained[key])  # lr 0: as cls left it
     with pytest.raises(ValueError, match='exclude each other'):
-        bench['run_tasks'](['seg'], {}, backbone_from=cls_rec['checkpoint'], from_scratch=True)
+        lb.run_tasks(['seg'], {}, backbone_from=cls_rec['checkpoint'], from_scratch=True)

@@ -4,21 +4,15 @@
 
 SRC may be a plain state dict, a dict wrapping it under ``state_dict`` or ``model``, or a
 PyTorch-Lightning ``.ckpt`` (``model.`` prefix). Classification keys and the dense-prediction
-output norms (``norm0/2/4/6``) are converted.
-
-Default output: the whole classifier, keys as mmpretrain's ``ImageClassifier`` names them
-(``backbone.*``, ``head.*``). ``--backbone-only``: backbone keys without prefix, for
-``init_cfg=dict(type='Pretrained', checkpoint=DST)`` in detection/segmentation configs.
+output norms (``norm0/2/4/6``) are converted. Default output: the whole classifier, keys as
+mmpretrain's ``ImageClassifier`` names them (``backbone.*``, ``head.*``). ``--backbone-only``:
+backbone keys without prefix, for ``init_cfg=dict(type='Pretrained', checkpoint=DST)``.
 """
 import argparse
-import os
-import os.path as osp
 import sys
 
-import torch
-
-from partialnet_mm import __version__, convert_state_dict, load_checkpoint_file
-from partialnet_mm.checkpoint import CheckpointError, unwrap_state_dict
+from partialnet_mm.apis.convert import convert_checkpoint_file
+from partialnet_mm.checkpoint import CheckpointError
 
 
 def parse_args(argv=None):
@@ -36,24 +30,15 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        # Lightning checkpoints pickle their hyper-parameters as Lightning objects: those are
-        # replaced by inert stand-ins (never imported or run); only tensors are used.
-        src = unwrap_state_dict(load_checkpoint_file(args.src, allow_inert=True))
-        state_dict, info = convert_state_dict(src, backbone_only=args.backbone_only,
-                                              arch=args.arch)
+        info = convert_checkpoint_file(args.src, args.dst, args.backbone_only, args.arch)
     except (CheckpointError, FileNotFoundError) as err:
         sys.exit(f'convert_checkpoint: {args.src}: {err}')
-    meta = dict(arch=info['arch'], num_classes=info['num_classes'],
-                with_out_norm=info['with_out_norm'], backbone_only=args.backbone_only,
-                converted_from=osp.abspath(args.src),
-                partialnet_mm_version=__version__)
-    os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
-    torch.save(dict(meta=meta, state_dict=state_dict), args.dst)
-    print(f'PartialNet-{info["arch"]}: {len(state_dict)} tensors -> {args.dst}'
+    print(f'PartialNet-{info["arch"]}: {info["tensors"]} tensors -> {args.dst}'
           + (f' (classes: {info["num_classes"]})' if info['num_classes'] else '')
           + ('' if info['with_out_norm'] else ' (no dense-prediction output norms)'))
     if info['dropped']:
         print(f'left out (--backbone-only): {", ".join(info["dropped"])}')
+    return info
 
 
 if __name__ == '__main__':

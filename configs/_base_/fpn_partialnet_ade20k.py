@@ -8,7 +8,7 @@ _base_ = [
     'mmseg::_base_/default_runtime.py',
 ]
 custom_imports = dict(imports=['partialnet_mm'], allow_failed_imports=False)
-from partialnet_mm.config_helpers import project_hooks  # noqa: E402
+from partialnet_mm.config_helpers import project_hooks, with_label_check  # noqa: E402
 
 crop_size = (512, 512)
 model = dict(
@@ -22,7 +22,12 @@ model = dict(
         norm_cfg=dict(type='SyncBN', requires_grad=True)),
     decode_head=dict(num_classes=150))
 
-train_dataloader = dict(batch_size=4)  # x 8 GPUs = 32
+# label maps with values outside the classes stop training with the file named
+train_pipeline = with_label_check(_base_.train_pipeline, 150)
+test_pipeline = with_label_check(_base_.test_pipeline, 150)
+train_dataloader = dict(batch_size=4, dataset=dict(pipeline=train_pipeline))  # x 8 GPUs = 32
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+test_dataloader = val_dataloader
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',

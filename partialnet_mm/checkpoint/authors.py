@@ -153,8 +153,8 @@ def convert_authors_state_dict(src: Dict[str, torch.Tensor], arch_settings: dict
                 + (f', i.e. PartialNet-{inferred}' if inferred else
                    ', which matches no preset'))
     if inferred is None:
-        raise CheckpointError(f'weights match no PartialNet preset ({describe_structure(structure)}); '
-                              f'presets: {presets}')
+        raise CheckpointError(f'weights match no PartialNet preset '
+                              f'({describe_structure(structure)}); presets: {presets}')
     with_out_norm = any(re.match(r'norm\d+\.', k) for k in backbone)
     num_classes = _check_head(head, structure, inferred) if head else None
     info = dict(arch=inferred, num_classes=num_classes, with_out_norm=with_out_norm,

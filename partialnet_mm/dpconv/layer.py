@@ -311,8 +311,8 @@ class DPConvMixer(nn.Module):
         head_dims = channels // attn.num_heads
         tokens = F.layer_norm(x.flatten(2).transpose(1, 2), (channels, ),
                               attn.norm.weight[c:], attn.norm.bias[c:], attn.norm.eps)
-        qkv_weight = attn.qkv.weight.view(3, full, full)[:, c:, c:].reshape(3 * channels,
-                                                                              channels)
+        qkv_weight = attn.qkv.weight.view(3, full, full)[:, c:, c:].reshape(
+            3 * channels, channels)
         qkv = F.linear(tokens, qkv_weight).reshape(batch, -1, 3, attn.num_heads, head_dims)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         bias = attn.rpe((height, width), device=x.device).to(q.dtype)

@@ -4,6 +4,7 @@ from .distributed import CPUDistributedDataParallel, CPUSyncBatchNorm
 from .hooks import NonFiniteLossError, NonFiniteLossHook, RandomStateHook
 
 __all__ = [
-    'attach_aux_losses', 'AtomicCheckpointHook', 'CheckpointSaveError', 'CPUDistributedDataParallel', 'CPUSyncBatchNorm',
+    'attach_aux_losses', 'AtomicCheckpointHook', 'CheckpointSaveError',
+    'CPUDistributedDataParallel', 'CPUSyncBatchNorm',
     'NonFiniteLossError', 'NonFiniteLossHook', 'RandomStateHook'
 ]

@@ -12,23 +12,24 @@ import torch.nn as nn
 from mmengine.model import MMDistributedDataParallel
 from mmengine.registry import MODEL_WRAPPERS
 from torch.distributed.nn.functional import all_reduce
-from torch.nn.modules.batchnorm import _BatchNorm
 
 
-class CPUSyncBatchNorm(nn.SyncBatchNorm):
+class CPUSyncBatchNorm(nn.BatchNorm2d):
     """Batch norm whose training statistics cover the batches of all processes (any backend).
 
     The per-channel sums of ``x`` and ``x**2`` and the element counts are summed over the
     process group with the differentiable ``all_reduce``, so autograd also synchronises the
     backward pass. Outside distributed training, or in eval mode, it is plain batch norm.
-    A subclass of ``nn.SyncBatchNorm``, so code that asks whether a norm pools statistics
-    across processes gets the right answer.
+    Not a subclass of ``nn.SyncBatchNorm`` (DDP refuses those on CPU modules); code that asks
+    whether a norm pools statistics across processes reads ``pools_across_processes``.
     """
+
+    pools_across_processes = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_available() and dist.is_initialized()
                 and dist.get_world_size() > 1):
-            return _BatchNorm.forward(self, x)
+            return super().forward(x)
         count = torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype, device=x.device)
         stats = torch.cat([x.sum(dim=(0, 2, 3)), (x * x).sum(dim=(0, 2, 3)), count])
         stats = all_reduce(stats)
@@ -58,7 +59,7 @@ class CPUSyncBatchNorm(nn.SyncBatchNorm):
 
 def convert_sync_batchnorm_for_cpu(module: nn.Module) -> nn.Module:
     """Replace every torch ``SyncBatchNorm`` in ``module`` by :class:`CPUSyncBatchNorm`."""
-    if isinstance(module, nn.SyncBatchNorm) and not isinstance(module, CPUSyncBatchNorm):
+    if isinstance(module, nn.SyncBatchNorm):
         new = CPUSyncBatchNorm(module.num_features, module.eps, module.momentum,
                                module.affine, module.track_running_stats)
         new.load_state_dict(module.state_dict())

@@ -150,4 +150,3 @@ def partialnet_channels(arch: Union[str, dict],
     """
     dims = parse_arch(arch)['embed_dims']
     return [dims[i] for i in check_out_indices(out_indices, len(dims))]
-

@@ -80,8 +80,8 @@ class PartialNet(BaseModule):
             (``'PATSelfAttention'``) there. The backbone passes each mixer ``channels``,
             ``conv_channels`` and those of ``norm_cfg``, ``num_heads``, ``attn_drop_rate``,
             ``proj_drop_rate``, ``attn_norm_cfg`` and ``deploy`` its class takes and its
-            config does not set (e.g. ``dict(type='DPConv', mixer='PATChannel')`` learns
-            the split, see :mod:`partialnet_mm.dpconv`).
+            config does not set. Other modules register more mixers (e.g. one that learns
+            the split).
         with_out_norm (bool): Normalise each returned stage output with its own norm
             layer (``norm{i}``), as the authors' dense-prediction backbone does. Set False for
             classification. Defaults to True.
@@ -302,9 +302,8 @@ class PartialNet(BaseModule):
         looks_like = self.describe_checkpoint_arch(state_dict)
         hint = f'PartialNet-{self.arch_name or "custom"}; the checkpoint looks like {looks_like}'
         self._check_keys(state_dict, own, filename, hint)
-        missing = sorted(set(own) - set(state_dict))
         try:
-            self.load_state_dict(state_dict, strict=False)
+            missing = sorted(self.load_state_dict(state_dict, strict=False).missing_keys)
         except (ValueError, RuntimeError) as err:
             raise CheckpointError(f'{filename} does not load into {hint}: {err}') from None
         print_log(f'PartialNet: loaded {len(state_dict)} tensors from {filename}', 'current')
@@ -317,8 +316,9 @@ class PartialNet(BaseModule):
                     filename: str, hint: str) -> None:
         """Refuse shape mismatches and unexpected keys (missing ones are only warned about).
 
-        A mixer may take tensors of another shape than its own (a DPConv mixer embeds plain
-        weights); those keys are left to its ``_load_from_state_dict``.
+        A mixer may take tensors of another shape than its own (``adapts_state_dict``, e.g.
+        one that embeds plain weights into a learned split); those keys are left to its
+        ``_load_from_state_dict``.
         """
         adapts = tuple(f'{name}.' for name, m in self.named_modules()
                        if getattr(m, 'adapts_state_dict', False))
@@ -326,9 +326,24 @@ class PartialNet(BaseModule):
                       if k in own and v.shape != own[k].shape and not k.startswith(adapts)]
         unexpected = [k for k in state_dict if k not in own and not k.startswith(adapts)]
         if mismatched or unexpected:
+            hints = sorted({h for h in map(self._unexpected_key_hint, unexpected) if h})
             raise CheckpointError(describe_mismatch(
                 {k: state_dict[k] for k in mismatched + unexpected},
-                {k: own[k].shape for k in mismatched}, filename, hint))
+                {k: own[k].shape for k in mismatched}, filename, hint)
+                + ''.join(f'. {h}' for h in hints))
+
+    def _unexpected_key_hint(self, key: str) -> Optional[str]:
+        """What the module a key points into says about it (``unexpected_key_hint(name)``),
+        e.g. a plain mixer naming the export a learned split needs."""
+        parts = key.split('.')
+        for depth in range(len(parts) - 1, 0, -1):
+            try:
+                module = self.get_submodule('.'.join(parts[:depth]))
+            except AttributeError:
+                continue
+            if hasattr(module, 'unexpected_key_hint'):
+                return module.unexpected_key_hint('.'.join(parts[depth:]))
+        return None
 
     @staticmethod
     def describe_checkpoint_arch(state_dict: Dict[str, torch.Tensor]) -> str:

@@ -30,6 +30,22 @@ class ConvNorm(DeployMixin, nn.Module):
         if not deploy:
             self.norm = build_norm_layer(norm_cfg, out_channels)[1]
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Name the fix when a state dict of the other form (folded or not) comes in."""
+        has_norm = any(k.startswith(prefix + 'norm.') for k in state_dict)
+        if self.deploy and has_norm:
+            raise ValueError(
+                f'{prefix}norm.*: this state dict is not folded (it holds the BatchNorm the '
+                f'inference form folds away); load it into the model built with deploy=False '
+                f'and call switch_to_deploy(), or fold the checkpoint with '
+                f'tools/reparameterize.py')
+        if not self.deploy and not has_norm and prefix + 'conv.bias' in state_dict:
+            raise ValueError(
+                f'{prefix}conv.bias: this state dict is folded (written after '
+                f'switch_to_deploy() or by tools/reparameterize.py); load it into a model '
+                f'built with deploy=True (--cfg-options model.backbone.deploy=True)')
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def _fold(self) -> None:
         self.conv = fuse_conv_norm(self.conv, self.norm)
         del self.norm

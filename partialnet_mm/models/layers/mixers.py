@@ -55,12 +55,20 @@ class PartialConv(DeployMixin, nn.Module):
     def _fold(self) -> None:
         pass  # the convolution has no norm; the attention branch folds itself
 
+    def unexpected_key_hint(self, key: str) -> Optional[str]:
+        """What a state-dict key this mixer does not have means, if it knows."""
+        if key == 'conv.gates':
+            return (f'conv.gates: this checkpoint has learned splits (a DPConv training '
+                    f'checkpoint) and does not load into a plain {type(self).__name__}; export '
+                    f'it with tools/export_dpconv.py and build the backbone with the arch and '
+                    f'mixer_cfgs it prints')
+        return None
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        if prefix + 'conv.gates' in state_dict:
-            raise ValueError(
-                f'{prefix}conv.gates: this checkpoint has a learned split (a DPConv training '
-                f'checkpoint) and does not load into a plain {type(self).__name__}; export it '
-                f'with tools/export_dpconv.py and build the backbone with the arch it prints')
+        hint = self.unexpected_key_hint('conv.gates') if prefix + 'conv.gates' in state_dict \
+            else None
+        if hint:
+            raise ValueError(f'{prefix}{hint}')
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward_untouched(self, x: torch.Tensor, out: Optional[torch.Tensor] = None,

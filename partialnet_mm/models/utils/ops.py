@@ -22,21 +22,45 @@ def is_channels_last(x: torch.Tensor) -> bool:
         x.is_contiguous(memory_format=torch.channels_last)
 
 
+class _ChannelStdMean(torch.autograd.Function):
+    """Unbiased std and mean over the positions of a (B, C, H, W) tensor, two-pass.
+
+    Saves only the input and the two (B, C) results, as ``torch.std_mean`` does (autograd
+    through the two-pass formula would also keep the centred copy of the input), and
+    recomputes the centred values in the backward pass.
+    """
+
+    @staticmethod
+    def forward(ctx, x):
+        mean = x.mean((2, 3), keepdim=True)
+        count = x.shape[2] * x.shape[3]
+        std = torch.linalg.vector_norm(x - mean, dim=(2, 3)) / math.sqrt(count - 1)
+        ctx.save_for_backward(x, mean, std)
+        return std, mean.flatten(1)
+
+    @staticmethod
+    def backward(ctx, grad_std, grad_mean):
+        x, mean, std = ctx.saved_tensors
+        count = x.shape[2] * x.shape[3]
+        # d std / dx = (x - mean) / ((n - 1) std), zero where std is zero (as std_mean);
+        # d mean / dx = 1 / n
+        scale = torch.where(std > 0, grad_std / (std * (count - 1)), torch.zeros_like(std))
+        grad = (x - mean) * scale[:, :, None, None]
+        return grad.add_((grad_mean / count)[:, :, None, None])
+
+
 def channel_std_mean(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """``torch.std_mean(x.flatten(2), dim=-1)``: unbiased std and mean over positions, (B, C).
 
     Two passes (the mean, then the norm of the centred values) instead of PyTorch's one-pass
     Welford kernel, which is about ten times slower on the CPU, reduced over the spatial
     dimensions in place (no flattening copy of a channels-last tensor). The two-pass formula
-    is at least as accurate, and its gradient is the same (zero where the std is zero, as for
-    ``std_mean``).
+    is at least as accurate; the gradient is the same as ``std_mean``'s, computed by
+    :class:`_ChannelStdMean` without keeping more than ``std_mean`` keeps.
     """
     if is_exporting():  # the size is symbolic there; the exported op is the same
         return torch.std_mean(x.flatten(2), dim=-1)
-    mean = x.mean((2, 3), keepdim=True)
-    count = x.shape[2] * x.shape[3]
-    std = torch.linalg.vector_norm(x - mean, dim=(2, 3)) / math.sqrt(count - 1)
-    return std, mean.flatten(1)
+    return _ChannelStdMean.apply(x)
 
 
 def pointwise_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
@@ -99,8 +123,9 @@ def sees_one_sample(norm: nn.Module, x: torch.Tensor) -> bool:
     """
     if x[:, 0].numel() != 1:
         return False
-    synced = (isinstance(norm, nn.SyncBatchNorm) and dist.is_available()
-              and dist.is_initialized() and dist.get_world_size() > 1)
+    pools = isinstance(norm, nn.SyncBatchNorm) or getattr(norm, 'pools_across_processes', False)
+    synced = (pools and dist.is_available() and dist.is_initialized()
+              and dist.get_world_size() > 1)
     return not synced
 
 
@@ -121,5 +146,3 @@ def batch_norm_any_batch(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
             f'track_running_stats=True')
     return F.batch_norm(x, norm.running_mean, norm.running_var, norm.weight, norm.bias,
                         training=False, eps=norm.eps)
-
-

@@ -1,87 +1,27 @@
-"""What ``tools/benchmark.py``, ``tools/get_flops.py`` and ``tools/export_onnx.py`` share.
-
-* :func:`load_config`: a config file, also as ``mmdet::path`` / ``mmseg::`` / ``mmpretrain::``;
-* :func:`build_arch_model` / :func:`build_config_model`: a model from a PartialNet arch name
-  (backbone alone, or the ImageNet classifier) or from any mmdet/mmseg/mmpretrain config;
-* :func:`default_input_shape` and :func:`synthetic_data_samples`: inputs at a config's test
-  scale without a dataset;
-* :func:`switch_model_to_deploy`: the ``--fuse`` flag (fold the backbone for inference).
-"""
-import contextlib
+"""Models for the analysis tools: by PartialNet arch name or from any config, in eval mode,
+with inputs at a config's test scale and no dataset; the ``--fuse`` switch."""
 import copy
-import os
-import os.path as osp
 from typing import List, Optional, Sequence, Tuple
 
 import torch.nn as nn
+from mmdet.structures import DetDataSample
+from mmengine.config import DictAction
+from mmengine.model import is_model_wrapper
+from mmengine.registry import MODELS, init_default_scope
+from mmengine.runner import load_checkpoint
+from mmengine.utils import import_modules_from_strings
+from mmpretrain.registry import MODELS as CLS_MODELS
+from mmpretrain.structures import DataSample
+from mmseg.structures import SegDataSample
 
-from .models import PartialNet
+from ..models import PartialNet, parse_arch
+from ..runner.config import config_scope, scope_of
 
 # What a target of the tools is built as, for a PartialNet arch name.
 ARCH_MODEL_KINDS = ('backbone', 'classifier')
 # Detection input for configs whose test scale is "resize keeping the aspect ratio": the
 # 1280 x 800 (W x H) image that papers report detection FLOPs and speed at.
 DETECTION_INPUT_HW = (800, 1280)
-
-
-def load_config(path: str):
-    """``mmengine.Config.fromfile``, also for ``'mmdet::mask-rcnn/....py'``-style paths.
-
-    Args:
-        path (str): A config file, or ``<package>::<path inside its configs>`` of an
-            installed OpenMMLab package (as in ``_base_`` lists).
-    """
-    from mmengine.config import Config
-    if '::' in path:
-        path = installed_config_path(path)
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'config file {path!r} not found')
-    return Config.fromfile(path)
-
-
-def installed_config_path(path: str) -> str:
-    """The file of ``'<module>::<path>'`` inside an installed package's configs.
-
-    mmengine resolves this syntax in ``_base_`` lists only (and its helper rejects paths with
-    hyphens, such as ``mask-rcnn/...``); this looks in ``<module>/.mim/configs`` (pip
-    installs) and ``<module>/../configs`` (source checkouts).
-    """
-    import importlib.util
-    module, rel_path = path.split('::', 1)
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.origin:
-        raise FileNotFoundError(f'config {path!r}: package {module!r} is not installed')
-    root = osp.dirname(spec.origin)
-    candidates = [osp.join(root, '.mim', 'configs', rel_path),
-                  osp.join(osp.dirname(root), 'configs', rel_path)]
-    for candidate in candidates:
-        if osp.isfile(candidate):
-            return candidate
-    hint = ''
-    configs_root = next((osp.dirname(osp.dirname(c)) for c in candidates
-                         if osp.isdir(osp.dirname(osp.dirname(c)))), None)
-    folder = rel_path.split('/', 1)[0]
-    if configs_root and '/' in rel_path:
-        import difflib
-        close = difflib.get_close_matches(folder, os.listdir(configs_root), n=1)
-        if close:
-            hint = f'; did you mean {module}::{close[0]}/{rel_path.split("/", 1)[1]}?'
-    raise FileNotFoundError(f'config {path!r} not found in the installed {module} '
-                            f'(looked at {candidates}){hint}')
-
-
-def config_scope(cfg) -> str:
-    """The library a config belongs to (its ``default_scope``; mmengine if none)."""
-    return cfg.get('default_scope') or 'mmengine'
-
-
-@contextlib.contextmanager
-def scope_of(cfg_or_scope):
-    """Make a config's library the default registry scope inside the block."""
-    from mmengine.registry import DefaultScope
-    scope = cfg_or_scope if isinstance(cfg_or_scope, str) else config_scope(cfg_or_scope)
-    with DefaultScope.overwrite_default_scope(scope):
-        yield
 
 
 def build_config_model(cfg, checkpoint: Optional[str] = None) -> nn.Module:
@@ -91,45 +31,44 @@ def build_config_model(cfg, checkpoint: Optional[str] = None) -> nn.Module:
     ``init_cfg`` entries are not downloaded or loaded: speed and FLOPs do not depend on the
     values).
     """
-    from mmengine.registry import MODELS, init_default_scope
-    from mmengine.utils import import_modules_from_strings
     if cfg.get('custom_imports'):
         import_modules_from_strings(**cfg.custom_imports)
     init_default_scope(config_scope(cfg))
     with scope_of(cfg):
         model = MODELS.build(copy.deepcopy(cfg.model))
     if checkpoint:
-        from mmengine.runner import load_checkpoint
         load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
     return model.eval()
 
 
-def classifier_config(arch: str, num_classes: int = 1000) -> dict:
+def classifier_config(arch: str, num_classes: int = 1000, **backbone_kwargs) -> dict:
     """The ImageNet classifier of ``arch`` as ``configs/partialnet_*_imagenet.py`` builds it."""
     return dict(type='ImageClassifier',
                 backbone=dict(type='PartialNet', arch=arch, out_indices=(3, ),
-                              with_out_norm=False),
+                              with_out_norm=False, **backbone_kwargs),
                 neck=None,
                 head=dict(type='PartialNetClsHead', arch=arch, num_classes=num_classes))
 
 
-def build_arch_model(arch: str, kind: str = 'backbone', num_classes: int = 1000) -> nn.Module:
+def build_arch_model(arch: str, kind: str = 'backbone', num_classes: int = 1000,
+                     **backbone_kwargs) -> nn.Module:
     """A PartialNet by arch name, in eval mode: the backbone alone or the classifier.
 
     Args:
-        arch (str): A key of :attr:`PartialNet.arch_settings`.
+        arch (str): A key of :data:`~partialnet_mm.models.ARCH_SETTINGS`.
         kind (str): ``'backbone'`` (the dense-prediction backbone: four outputs, each with its
             norm) or ``'classifier'`` (mmpretrain's ImageClassifier with
             :class:`PartialNetClsHead`).
         num_classes (int): Classes of the classifier. Defaults to 1000 (ImageNet).
+        **backbone_kwargs: More ``PartialNet`` arguments (e.g. ``with_cp=True``).
     """
-    PartialNet.parse_arch(arch)  # a clear error for an unknown arch
+    parse_arch(arch)  # a clear error for an unknown arch
     if kind == 'backbone':
-        return PartialNet(arch=arch).eval()
+        return PartialNet(arch=arch, **backbone_kwargs).eval()
     if kind == 'classifier':
-        from mmpretrain.registry import MODELS as CLS_MODELS
         with scope_of('mmpretrain'):
-            return CLS_MODELS.build(classifier_config(arch, num_classes)).eval()
+            return CLS_MODELS.build(classifier_config(arch, num_classes,
+                                                      **backbone_kwargs)).eval()
     raise ValueError(f'kind must be one of {ARCH_MODEL_KINDS}, got {kind!r}')
 
 
@@ -164,21 +103,17 @@ def synthetic_data_samples(scope: str, batch: int, hw: Tuple[int, int]) -> Optio
     meta = dict(img_shape=tuple(hw), ori_shape=tuple(hw), pad_shape=tuple(hw),
                 batch_input_shape=tuple(hw), scale_factor=(1., 1.))
     if scope == 'mmdet':
-        from mmdet.structures import DetDataSample
         return [DetDataSample(metainfo=meta) for _ in range(batch)]
     if scope == 'mmseg':
-        from mmseg.structures import SegDataSample
         return [SegDataSample(metainfo=dict(meta, padding_size=[0, 0, 0, 0]))
                 for _ in range(batch)]
     if scope == 'mmpretrain':
-        from mmpretrain.structures import DataSample
         return [DataSample(metainfo=meta) for _ in range(batch)]
     return None
 
 
 def find_backbones(model: nn.Module) -> List[nn.Module]:
     """The model itself if it is a PartialNet, else its ``backbone`` (unwrapped)."""
-    from mmengine.model import is_model_wrapper
     if is_model_wrapper(model):
         model = model.module
     if isinstance(model, PartialNet):
@@ -218,59 +153,9 @@ def parse_shape(shape: Optional[Sequence[int]]) -> Optional[Tuple[int, int]]:
     raise ValueError(f'--shape takes one size or H W, got {list(shape)}')
 
 
-def sdpa_flop_jit(inputs: list, outputs: list) -> int:
-    """FLOPs (multiply-adds) of ``aten::scaled_dot_product_attention``: ``q k^T`` and ``a v``.
-
-    mmengine's (fvcore's) counter has no handle for this operator and would skip it with a
-    warning; the authors' implementation computes the same products with ``matmul``, which
-    it counts. Softmax, scaling and the bias addition are not counted (as for ``matmul``).
-    """
-    from mmengine.analysis.jit_handles import get_shape
-    q, k, v = (get_shape(inputs[i]) for i in range(3))
-    batch_heads = 1
-    for size in q[:-2]:
-        batch_heads *= size
-    queries, keys = q[-2], k[-2]
-    return batch_heads * queries * keys * (q[-1] + v[-1])
-
-
-def count_flops(model: nn.Module, inputs: tuple) -> dict:
-    """Parameters and FLOPs of ``model(*inputs)`` through mmengine's analysis (jit trace).
-
-    FLOPs follow the fvcore/mmengine convention papers use: one multiply-add is one FLOP.
-
-    Returns:
-        dict: ``params``, ``flops`` (with attention), ``attention_flops`` (the
-        ``scaled_dot_product_attention`` part mmengine alone would miss), ``analyzer``.
-    """
-    from mmengine.analysis import FlopAnalyzer, parameter_count
-    analyzer = FlopAnalyzer(model, inputs)
-    analyzer.set_op_handle('aten::scaled_dot_product_attention', sdpa_flop_jit)
-    analyzer.unsupported_ops_warnings(False)
-    analyzer.uncalled_modules_warnings(False)
-    by_operator = analyzer.by_operator()
-    return dict(params=parameter_count(model)[''], flops=analyzer.total(),
-                attention_flops=by_operator.get('scaled_dot_product_attention', 0),
-                analyzer=analyzer)
-
-
-def cpu_name() -> str:
-    """The CPU's model name (from /proc/cpuinfo where there is one)."""
-    import platform
-    name = platform.processor() or platform.machine()
-    try:
-        with open('/proc/cpuinfo') as f:
-            name = next(line.split(':', 1)[1].strip() for line in f
-                        if line.startswith('model name'))
-    except (OSError, StopIteration):
-        pass
-    return name
-
-
 def add_model_arguments(parser, default_kind: str, kind_help: str) -> None:
     """The model-selection arguments tools/benchmark.py and tools/get_flops.py share:
     ``--arch``, ``--kind``, ``--config``, ``--cfg-options`` and ``--shape``."""
-    from mmengine.config import DictAction
     parser.add_argument('--arch', nargs='+', default=[], help='PartialNet archs (t0 ... l)')
     parser.add_argument('--kind', choices=ARCH_MODEL_KINDS, default=default_kind,
                         help=f'what an --arch is built as (default: {kind_help})')

@@ -1,0 +1,47 @@
+"""Adapting a config to a machine without GPUs: fp32 for AMP configs, CPU distributed runs."""
+import warnings
+
+import torch
+
+from ..engine.distributed import init_cpu_distributed
+from .datasets import DataError
+
+
+def fp32_without_gpu(cfg) -> bool:
+    """Train an AMP config in fp32 when no GPU is there (mmengine's AMP wrapper needs one).
+
+    Returns True (after one warning) if the optimizer wrapper was switched.
+    """
+    wrapper = cfg.get('optim_wrapper') or {}
+    if wrapper.get('type') != 'AmpOptimWrapper' or torch.cuda.is_available():
+        return False
+    wrapper['type'] = 'OptimWrapper'
+    for key in ('loss_scale', 'dtype', 'use_fsdp'):
+        wrapper.pop(key, None)
+    warnings.warn('No GPU: this config asks for mixed precision (AmpOptimWrapper), which '
+                  'needs a GPU; training in fp32 with OptimWrapper instead.')
+    return True
+
+
+def setup_cpu_distributed(cfg, launcher: str) -> bool:
+    """Make a distributed launch work without GPUs; True if it did anything.
+
+    mmengine's ``pytorch`` launcher calls ``torch.cuda.set_device`` and wraps the model in DDP
+    with ``device_ids=[LOCAL_RANK]``; both need GPUs. Without CUDA we join the process group
+    with gloo ourselves (mmengine then skips its own initialisation) and wrap the model in
+    :class:`~partialnet_mm.engine.distributed.CPUDistributedDataParallel`, which also makes
+    SyncBN layers work on CPU.
+    """
+    if launcher == 'none' or torch.cuda.is_available():
+        return False
+    if launcher != 'pytorch':
+        raise DataError(f'--launcher {launcher} needs GPUs here; on CPUs launch with torchrun '
+                        f'(tools/dist_train.sh / tools/dist_test.sh)')
+    init_cpu_distributed()
+    cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+    wrapper = dict(cfg.get('model_wrapper_cfg') or {})
+    wrapper['type'] = 'CPUDistributedDataParallel'
+    wrapper.setdefault('broadcast_buffers', False)
+    wrapper.setdefault('find_unused_parameters', cfg.get('find_unused_parameters', False))
+    cfg.model_wrapper_cfg = wrapper
+    return True
