@@ -193,3 +193,33 @@ def test_weights_only_still_refuses_code(tmp_path):
         torch.save({'state_dict': {}, 'meta': payload}, path)
         with pytest.raises(pickle.UnpicklingError):
             torch.load(path, weights_only=True)
+
+
+def test_runner_checkpoint_with_an_empty_history_buffer_loads(tmp_path):
+    """An empty HistoryBuffer (a metric logged before any value) pickles its zero-length
+    arrays' data as ``bytes()``; the allow-list admits exactly that call."""
+    import zipfile
+
+    from mmengine.logging import HistoryBuffer
+    path = tmp_path / 'empty_buffer.pth'
+    torch.save({'state_dict': {'w': torch.ones(2)},
+                'message_hub': {'log_scalars': {'train/loss': HistoryBuffer()}}}, path)
+    with zipfile.ZipFile(path) as archive:
+        data = archive.read(next(n for n in archive.namelist() if n.endswith('data.pkl')))
+    assert b'__builtin__\nbytes' in data  # the case this test is about (protocol 2)
+    plain = _load_in_fresh_python(path, import_partialnet=False)
+    assert plain.returncode != 0 and 'Weights only load failed' in plain.stderr
+    glued = _load_in_fresh_python(path, import_partialnet=True)
+    assert glued.returncode == 0 and 'LOADED' in glued.stdout, glued.stderr
+
+
+def test_only_empty_bytes_are_allowed(tmp_path):
+    class BigBytes:
+
+        def __reduce__(self):
+            return (bytes, (10**9, ))  # would allocate a gigabyte
+
+    path = tmp_path / 'bytes.pth'
+    torch.save({'meta': BigBytes()}, path)
+    with pytest.raises(pickle.UnpicklingError, match=r'only bytes\(\)'):
+        torch.load(path, weights_only=True)

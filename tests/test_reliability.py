@@ -207,11 +207,13 @@ def run_dist_train(config, nproc, work_dir, options, port):
 
 
 @pytest.mark.slow
-def test_dist_train_two_cpu_processes_detection_with_syncbn(tmp_path):
+def test_dist_train_two_cpu_processes_one_image_each_detection_with_syncbn(tmp_path):
+    """One image per process (what S/M/L need at 1333x800): SyncBN pools both processes'
+    samples, PAT_ch's pooled gate norm included."""
     data_root = str(tmp_path / 'coco_demo') + '/'
     make_coco_demo(data_root, num_train=8, num_val=2)
     options = data_root_options(data_root, f'{data_root}annotations/instances_val2017.json') + [
-        'train_cfg.max_epochs=1', 'train_cfg.val_interval=100', 'train_dataloader.batch_size=2',
+        'train_cfg.max_epochs=1', 'train_cfg.val_interval=100', 'train_dataloader.batch_size=1',
         'model.backbone.norm_cfg.type=SyncBN', 'default_hooks.logger.interval=1']
     result = run_dist_train(DET_DEMO, 2, tmp_path / 'work', options, 29611)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -220,10 +222,12 @@ def test_dist_train_two_cpu_processes_detection_with_syncbn(tmp_path):
     assert "type='CPUDistributedDataParallel'" in log
     assert (tmp_path / 'work' / 'epoch_1.pth').is_file()
     ckpt = torch.load(tmp_path / 'work' / 'epoch_1.pth', weights_only=True)
-    # 8 images / (2 processes x 2 per batch) = 2 iterations: the data was split between
+    # 8 images / (2 processes x 1 per batch) = 4 iterations: the data was split between
     # the processes (SyncBN's arithmetic itself is checked against plain BN above)
-    assert ckpt['meta']['iter'] == 2
-    assert int(ckpt['state_dict']['backbone.stem.norm.num_batches_tracked']) == 2
+    assert ckpt['meta']['iter'] == 4
+    assert int(ckpt['state_dict']['backbone.stem.norm.num_batches_tracked']) == 4
+    gate = 'backbone.stages.0.blocks.0.spatial_mixing.attn.gate_norm.num_batches_tracked'
+    assert int(ckpt['state_dict'][gate]) == 4  # the gate norm trained on the pooled pair
 
 
 @pytest.mark.slow
