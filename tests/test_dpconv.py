@@ -467,3 +467,16 @@ def test_export_refuses_a_plain_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match='no DPConv gates'):
         export_checkpoint(str(tmp_path / 'plain.pth'), str(tmp_path / 'out.pth'), CLS_DEMO)
     assert not (tmp_path / 'out.pth').exists()
+
+
+def test_folding_keeps_dpconv_mixers_as_they_are():
+    """switch_to_deploy() folds the rest of the backbone; a DPConv mixer (and the attention
+    it uses through its own computation) stays, computing the same function."""
+    model = randomize(tiny_dpconv(), seed=6).eval()
+    folded = copy.deepcopy(model).switch_to_deploy()
+    dp_attn = [m.attn for _, m in dpconv_layers(folded)]
+    assert all(not a.deploy for a in dp_attn) and folded.stem.deploy
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        for out, ref in zip(folded(x), model(x)):
+            assert_close(out, ref, 'folded with DPConv mixers')

@@ -275,3 +275,16 @@ def test_mask_rcnn_trains_a_step_on_one_image():
     assert torch.isfinite(loss)
     loss.backward()
     assert np.isfinite(model.backbone.stem.conv.weight.grad.abs().sum().item())
+
+
+@pytest.mark.slow
+def test_outdated_checkpoints_are_deleted_after_the_new_one_is_saved(cls_data, tmp_path):
+    work = tmp_path / 'work'
+    train(CLS_DEMO, str(work), cfg_options=cls_options(cls_data, epochs=3) + [
+        'default_hooks.checkpoint.max_keep_ckpts=2'])
+    assert sorted(p.name for p in work.glob('*.pth')) == ['epoch_2.pth', 'epoch_3.pth']
+    assert not list(work.glob('.*.part'))
+    assert (work / 'last_checkpoint').read_text() == str(work / 'epoch_3.pth')
+    hub = torch.load(work / 'epoch_3.pth', weights_only=True)['message_hub']
+    assert hub['runtime_info']['keep_ckpt_ids'] == [2, 3]
+    assert hub['runtime_info']['last_ckpt'] == str(work / 'epoch_3.pth')

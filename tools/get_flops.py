@@ -14,7 +14,7 @@ column (partialnet_mm.analysis.flops). ``--show-table`` prints the per-module br
 """
 import argparse
 
-from mmengine.analysis import flop_count_table
+from mmengine.analysis.print_helper import complexity_stats_table
 
 from partialnet_mm.analysis.flops import format_table, measure
 from partialnet_mm.analysis.models import add_model_arguments, parse_shape
@@ -37,7 +37,7 @@ def main(argv=None):
     rows = measure(args.arch, args.config, args.kind, parse_shape(args.shape), args.cfg_options)
     if args.show_table:
         for r in rows:
-            print(f'\n## {r["model"]}\n' + flop_count_table(r['analyzer'], max_depth=4))
+            print(f'\n## {r["model"]}\n' + complexity_stats_table(r['analyzer'], max_depth=4))
     print(format_table(rows))
     for r in rows:
         r.pop('analyzer')

@@ -113,8 +113,8 @@ def default_base_channels(channels: int, divisor: int = 1) -> int:
         raise ValueError(
             f'DPConv: a {channels}-channel layer cannot be split into two or more groups of '
             f'a multiple of {divisor} channels with a power-of-two count; choose widths that '
-            f'are a power of two times a multiple of {divisor}, or leave this stage out of '
-            f'dpconv.stages.')
+            f'are a power of two times a multiple of {divisor}, or keep a plain mixer in this '
+            f'stage (mixer_cfgs).')
     return base
 
 
@@ -255,6 +255,7 @@ class DPConvMixer(nn.Module):
     """
 
     adapts_state_dict = True
+    has_inference_form = False  # export to a plain mixer first (tools/export_dpconv.py)
 
     def __init__(self, channels: int, conv_channels: int, mixer: str = 'PATChannel',
                  base_channels: Optional[int] = None, gate_init: float = 0.1,

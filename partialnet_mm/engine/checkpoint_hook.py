@@ -1,6 +1,7 @@
 """Checkpoints that a crash or a full disk cannot leave broken."""
 import os
 import os.path as osp
+from collections import deque
 
 from mmengine.dist import is_main_process
 from mmengine.fileio.backends import LocalBackend
@@ -10,6 +11,12 @@ from mmengine.registry import HOOKS
 
 class CheckpointSaveError(OSError):
     """Saving a checkpoint failed; what was saved before is intact (the message says where)."""
+
+
+def _sync_file(path: str) -> None:
+    """Flush ``path``'s data to the disk (before it is renamed into place)."""
+    with open(path, 'rb') as f:
+        os.fsync(f.fileno())
 
 
 def _replace_text(path: str, text: str) -> None:
@@ -31,8 +38,8 @@ class AtomicCheckpointHook(CheckpointHook):
     deletes the oldest checkpoint *before* saving the new one (a failed save then leaves
     ``last_checkpoint`` naming a deleted file). This hook, for local work dirs:
 
-    * writes each checkpoint to a temporary file in the same folder, then renames it into
-      place: a checkpoint path holds a complete file or none;
+    * writes each checkpoint to a temporary file in the same folder, flushes it to the disk
+      and renames it into place: a checkpoint path holds a complete file or none;
     * deletes outdated checkpoints and updates ``last_checkpoint`` (also atomically) only
       after the new checkpoint is in place;
     * turns a failed save (``No space left on device``, say) into
@@ -51,6 +58,15 @@ class AtomicCheckpointHook(CheckpointHook):
         temp_name = f'.{filename}.part'
         temp = osp.join(self.out_dir, temp_name)
         marker = osp.join(runner.work_dir, 'last_checkpoint')
+        # the checkpoints kept after this save (recorded in the checkpoint's message hub)
+        kept = list(self.keep_ckpt_ids)
+        if self.max_keep_ckpts > 0 and (not kept or kept[-1] != step):
+            kept.append(step)
+        outdated = kept[:-self.max_keep_ckpts] if self.max_keep_ckpts > 0 else []
+        kept = kept[len(outdated):]
+        runner.message_hub.update_info('last_ckpt', final)
+        if self.max_keep_ckpts > 0:
+            runner.message_hub.update_info('keep_ckpt_ids', kept)
         try:
             runner.save_checkpoint(
                 self.out_dir, temp_name, self.file_client_args,
@@ -58,6 +74,7 @@ class AtomicCheckpointHook(CheckpointHook):
                 save_param_scheduler=self.save_param_scheduler, meta=meta,
                 by_epoch=self.by_epoch, backend_args=self.backend_args, **self.args)
             if is_main_process():
+                _sync_file(temp)
                 os.replace(temp, final)
         except BaseException as err:
             if osp.exists(temp):
@@ -71,15 +88,11 @@ class AtomicCheckpointHook(CheckpointHook):
                        'No earlier checkpoint of this run exists.')) from err
             raise
         self.last_ckpt = final
-        runner.message_hub.update_info('last_ckpt', final)
-        if self.max_keep_ckpts > 0 and not (self.keep_ckpt_ids
-                                            and self.keep_ckpt_ids[-1] == step):
-            self.keep_ckpt_ids.append(step)
-            while len(self.keep_ckpt_ids) > self.max_keep_ckpts:
-                outdated = osp.join(self.out_dir,
-                                    self.filename_tmpl.format(self.keep_ckpt_ids.popleft()))
-                if is_main_process() and osp.isfile(outdated):
-                    os.remove(outdated)
-            runner.message_hub.update_info('keep_ckpt_ids', list(self.keep_ckpt_ids))
+        if self.max_keep_ckpts > 0:
+            self.keep_ckpt_ids = deque(kept, maxlen=self.max_keep_ckpts)
         if is_main_process():
+            for old in outdated:
+                path = osp.join(self.out_dir, self.filename_tmpl.format(old))
+                if osp.isfile(path):
+                    os.remove(path)
             _replace_text(marker, final)

@@ -44,7 +44,8 @@ class RandomStateHook(Hook):
     data-loader workers (``num_workers >= 1``) data augmentation runs in seeded worker
     processes and is reproduced by mmengine itself.
 
-    In distributed runs the states of rank 0 only are saved; other ranks are not restored.
+    In distributed runs the states of rank 0 only are saved and none is restored (each rank
+    has its own generators); exact reproduction after a resume is for single-process runs.
     """
 
     priority = 'VERY_HIGH'

@@ -87,7 +87,7 @@ class PartialNet(BaseModule):
             classification. Defaults to True.
         deploy (bool): Build the folded inference form directly (what
             :meth:`switch_to_deploy` makes of a trained model), e.g. to load a checkpoint
-            written by ``tools/deploy.py``. Inference only. Defaults to False.
+            written by ``tools/reparameterize.py``. Inference only. Defaults to False.
         init_cfg (dict | list[dict], optional): Initialisation config. ``dict(type=
             'Pretrained', checkpoint=..., prefix=...)`` loads a converted checkpoint (an
             authors' checkpoint is converted on the fly); a missing local file stops with
@@ -282,7 +282,7 @@ class PartialNet(BaseModule):
                 f'than train from scratch unnoticed. ' + PRETRAINED_HELP.format(path=filename))
         ckpt = CheckpointLoader.load_checkpoint(filename, map_location=map_location)
         state_dict = unwrap_state_dict(ckpt)
-        if prefix:
+        if prefix and AUTHORS_MARKER not in state_dict:  # the authors' files have no prefix
             prefix = prefix if prefix.endswith('.') else prefix + '.'
             selected = OrderedDict((k[len(prefix):], v) for k, v in state_dict.items()
                                    if k.startswith(prefix))

@@ -20,6 +20,7 @@ from mmengine.registry import Registry
 
 from ..utils.deploy import DeployMixin
 from ..utils.exporting import is_exporting
+from ..utils.ops import dense_channels_last_grad
 from .attention import PartialChannelAttention, PartialSelfAttention
 
 MIXERS = Registry('PartialNet spatial mixer')
@@ -40,6 +41,7 @@ class PartialConv(DeployMixin, nn.Module):
     """
 
     residual = False
+    naive = False  # the authors' training form; see set_naive_forward
 
     def __init__(self, channels: int, conv_channels: int, deploy: bool = False):
         super().__init__()
@@ -84,7 +86,10 @@ class PartialConv(DeployMixin, nn.Module):
         c = self.conv_channels
         if not self.deploy or is_exporting():
             x1, x2 = torch.split(x, [c, self.untouched_channels], dim=1)
-            y = torch.cat((self.conv(x1), self.forward_untouched(x2)), dim=1)
+            untouched = self.forward_untouched(x2)
+            if not self.naive:
+                untouched = dense_channels_last_grad(untouched)
+            y = torch.cat((self.conv(x1), untouched), dim=1)
             return x + y if self.residual else y
         x1, x2 = x[:, :c], x[:, c:]
         out = torch.empty_like(x)

@@ -49,8 +49,16 @@ class DeployMixin:
 
 
 def deploy_modules(model: nn.Module) -> List[nn.Module]:
-    """The modules of ``model`` with an inference form, in ``model.modules()`` order."""
-    return [m for m in model.modules() if isinstance(m, DeployMixin)]
+    """The modules of ``model`` with an inference form, in ``model.modules()`` order.
+
+    A module that declares ``has_inference_form = False`` (e.g. a mixer with a learned split,
+    which must be exported first) keeps its whole subtree as it is: its parts are used
+    through its own computation, which their inference forms would break.
+    """
+    kept = [f'{name}.' for name, m in model.named_modules()
+            if getattr(m, 'has_inference_form', True) is False]
+    return [m for name, m in model.named_modules()
+            if isinstance(m, DeployMixin) and not f'{name}.'.startswith(tuple(kept))]
 
 
 def switch_to_deploy(model: nn.Module) -> nn.Module:
