@@ -1,6 +1,8 @@
 """Small functions the configs call, so that a fact derived from another is written once."""
 import copy
-from typing import List
+from typing import List, Sequence, Tuple
+
+from .models.archs import partialnet_channels
 
 
 def project_hooks() -> List[dict]:
@@ -32,3 +34,63 @@ def imagenet_hooks(train_pipeline: List[dict], action_epoch: int, scale: int) ->
     """``custom_hooks`` of a classification config: the final crop switch and
     :func:`project_hooks`."""
     return [final_crop_recipe(train_pipeline, action_epoch, scale), *project_hooks()]
+
+
+# ---------------------------------------------------------------------------- per-variant models
+# Where every dense-prediction config expects the variant's ImageNet weights (written by
+# `python tools/convert_checkpoint.py <authors' .pth> <this path>`).
+PRETRAINED_CHECKPOINT = 'checkpoints/partialnet_{arch}_in1k.pth'
+ALL_STAGES = (0, 1, 2, 3)
+
+
+def pretrained_backbone(arch: str) -> dict:
+    """The per-variant part of a dense-prediction backbone: ``arch`` and its ImageNet weights.
+
+    The converted checkpoint holds a whole classifier (``backbone.*``, ``head.*``); the
+    ``prefix`` picks the backbone out of it.
+    """
+    return dict(arch=arch,
+                init_cfg=dict(type='Pretrained', prefix='backbone.',
+                              checkpoint=PRETRAINED_CHECKPOINT.format(arch=arch)))
+
+
+def fpn_detector(arch: str, out_indices: Sequence[int] = ALL_STAGES) -> dict:
+    """``model`` overrides of a per-variant detector config with an FPN neck.
+
+    ``out_indices`` are the stages the family's base config makes the backbone return (its
+    ``backbone_out_indices``); the neck's ``in_channels`` are their widths.
+    """
+    return dict(backbone=pretrained_backbone(arch),
+                neck=dict(in_channels=partialnet_channels(arch, out_indices)))
+
+
+def upernet_segmentor(arch: str, auxiliary_index: int = 2) -> dict:
+    """``model`` overrides of a per-variant UperNet config: the UPerHead reads all four
+    stages, the auxiliary FCN head stage ``auxiliary_index`` (mmseg's ``in_index=2``)."""
+    channels = partialnet_channels(arch, ALL_STAGES)
+    return dict(backbone=pretrained_backbone(arch),
+                decode_head=dict(in_channels=channels),
+                auxiliary_head=dict(in_channels=channels[auxiliary_index]))
+
+
+def detection_tta_pipeline(scales: Sequence[Tuple[int, int]]) -> List[dict]:
+    """mmdet's test-time augmentation pipeline: every scale in ``scales`` (``(w, h)``,
+    resized keeping the aspect ratio), each flipped and not, merged by ``DetTTAModel``.
+
+    The ``flip``/``flip_direction`` meta keys are what ``DetTTAModel`` reads to flip the
+    boxes of a flipped view back before merging them.
+    """
+    if not scales:
+        raise ValueError('detection_tta_pipeline: give at least one (width, height) scale')
+    return [
+        dict(type='LoadImageFromFile', backend_args=None),
+        dict(type='TestTimeAug',
+             transforms=[
+                 [dict(type='Resize', scale=tuple(s), keep_ratio=True) for s in scales],
+                 [dict(type='RandomFlip', prob=1.), dict(type='RandomFlip', prob=0.)],
+                 [dict(type='LoadAnnotations', with_bbox=True)],
+                 [dict(type='PackDetInputs',
+                       meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                                  'scale_factor', 'flip', 'flip_direction'))],
+             ]),
+    ]

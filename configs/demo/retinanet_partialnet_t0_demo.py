@@ -1,0 +1,59 @@
+# The real PartialNet-T0 RetinaNet config on the embedded COCO-format demo data
+# (python tools/make_demo_data.py writes it): swaps only data paths, image scales, schedule
+# and class names.
+_base_ = ['../retinanet_partialnet_t0_coco.py']
+from partialnet_mm.config_helpers import detection_tta_pipeline  # noqa: E402
+
+data_root = 'data/coco_demo/'
+classes = ('circle', 'triangle', 'rectangle', 'star')
+image_scale = (256, 256)
+
+train_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=None),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='Resize', scale=image_scale, keep_ratio=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=None),
+    dict(type='Resize', scale=image_scale, keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='PackDetInputs',
+         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
+]
+train_dataloader = dict(
+    batch_size=4,
+    num_workers=1,
+    dataset=dict(data_root=data_root, metainfo=dict(classes=classes),
+                 ann_file='annotations/instances_train2017.json',
+                 data_prefix=dict(img='train2017/'), pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=4,
+    num_workers=1,
+    dataset=dict(data_root=data_root, metainfo=dict(classes=classes),
+                 ann_file='annotations/instances_val2017.json',
+                 data_prefix=dict(img='val2017/'), pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
+test_evaluator = val_evaluator
+# the real config's three scales and flips, at the demo's size
+tta_pipeline = detection_tta_pipeline([image_scale, (192, 192), (384, 384)])
+
+model = dict(
+    # starts from random weights: no ImageNet checkpoint is needed to try the demo
+    backbone=dict(init_cfg=None),
+    bbox_head=dict(num_classes=len(classes)))
+
+# schedule: a few minutes on a 2-core CPU
+max_epochs = 4
+train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
+    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True,
+         milestones=[max_epochs - 1], gamma=0.1),
+]
+optim_wrapper = dict(optimizer=dict(lr=5e-4))
+default_hooks = dict(
+    logger=dict(interval=10),
+    checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))
