@@ -36,6 +36,23 @@ def imagenet_hooks(train_pipeline: List[dict], action_epoch: int, scale: int) ->
     return [final_crop_recipe(train_pipeline, action_epoch, scale), *project_hooks()]
 
 
+# keys only mmengine's AmpOptimWrapper takes
+AMP_ONLY_KEYS = ('loss_scale', 'dtype', 'use_fsdp')
+
+
+def fp32_optim_wrapper(optim_wrapper: dict) -> dict:
+    """``optim_wrapper`` without mixed precision, replacing the inherited one.
+
+    For configs that must also train without a GPU (the demos), where mmengine refuses
+    ``AmpOptimWrapper`` ("only available training on gpu"): the same optimizer and
+    paramwise settings in a plain ``OptimWrapper``. ``_delete_`` keeps the base's AMP-only
+    keys (``loss_scale``) from being merged back in.
+    """
+    plain = {k: copy.deepcopy(v) for k, v in optim_wrapper.items()
+             if k not in AMP_ONLY_KEYS and k != '_delete_'}
+    return dict(plain, type='OptimWrapper', _delete_=True)
+
+
 # ---------------------------------------------------------------------------- per-variant models
 # Where every dense-prediction config expects the variant's ImageNet weights (written by
 # `python tools/convert_checkpoint.py <authors' .pth> <this path>`).
