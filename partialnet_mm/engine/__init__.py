@@ -5,7 +5,7 @@ from .hooks import NonFiniteLossError, NonFiniteLossHook, RandomStateHook
 from .optimizers import PartialNetLayerDecayOptimWrapperConstructor
 
 __all__ = [
-    'attach_aux_losses', 'AtomicCheckpointHook', 'CheckpointSaveError', 'CPUDistributedDataParallel', 'CPUSyncBatchNorm',
-    'NonFiniteLossError', 'NonFiniteLossHook', 'PartialNetLayerDecayOptimWrapperConstructor',
-    'RandomStateHook'
+    'attach_aux_losses', 'AtomicCheckpointHook', 'CheckpointSaveError',
+    'CPUDistributedDataParallel', 'CPUSyncBatchNorm', 'NonFiniteLossError', 'NonFiniteLossHook',
+    'PartialNetLayerDecayOptimWrapperConstructor', 'RandomStateHook'
 ]
