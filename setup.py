@@ -1,9 +1,44 @@
 """partialnet-mm: PartialNet backbones for MMDetection, MMSegmentation and MMPretrain."""
+import os
 import os.path as osp
+import shutil
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 HERE = osp.dirname(osp.abspath(__file__))
+# What OpenMMLab packages ship beside their code, in <package>/.mim (where mim and
+# mmengine.hub look for them): the configs, the tools and the model index.
+MIM_FILES = ('configs', 'tools', 'model-index.yml')
+NOT_SHIPPED = shutil.ignore_patterns('__pycache__', '*.pyc')
+
+
+class BuildWithMimFiles(build_py):
+    """``build_py`` that also copies :data:`MIM_FILES` into ``partialnet_mm/.mim``.
+
+    Done at build time into the build directory, so wheels (``pip wheel .``) and
+    non-editable installs (``pip install .``) carry them and the source tree stays as it is
+    (mmdet's ``add_mim_extension`` copies them into the source package instead). Editable
+    installs need no copy: the package finds ``configs/`` next to itself.
+    """
+
+    def run(self):
+        super().run()
+        if self.editable_mode:
+            return
+        target = osp.join(self.build_lib, 'partialnet_mm', '.mim')
+        for name in MIM_FILES:
+            src, dst = osp.join(HERE, name), osp.join(target, name)
+            if not osp.exists(src):
+                raise FileNotFoundError(f'{src} is missing: the package ships it in .mim '
+                                        f'(model-index.yml: python tools/make_model_index.py)')
+            if osp.isdir(dst):
+                shutil.rmtree(dst)
+            os.makedirs(target, exist_ok=True)
+            if osp.isdir(src):
+                shutil.copytree(src, dst, ignore=NOT_SHIPPED)
+            else:
+                shutil.copyfile(src, dst)
 
 
 def read_version():
@@ -32,4 +67,6 @@ setup(
     install_requires=read_requirements('runtime.txt'),
     extras_require={'tests': read_requirements('tests.txt')},
     license='Apache-2.0',
+    cmdclass={'build_py': BuildWithMimFiles},
+    zip_safe=False,
 )

@@ -1,11 +1,5 @@
 _base_ = ['./_base_/fpn_partialnet_ade20k.py']
-from partialnet_mm import partialnet_channels  # noqa: E402  (after _base_: keeps this a plain config)
+from partialnet_mm.config_helpers import fpn_detector  # noqa: E402  (after _base_: a plain config)
 
 arch = 'l'
-model = dict(
-    backbone=dict(
-        arch=arch,
-        # ImageNet weights: python tools/convert_checkpoint.py <authors' .pth> <this path>
-        init_cfg=dict(type='Pretrained', prefix='backbone.',
-                      checkpoint=f'checkpoints/partialnet_{arch}_in1k.pth')),
-    neck=dict(in_channels=partialnet_channels(arch)))
+model = fpn_detector(arch)  # Semantic FPN: the same backbone/neck wiring as the detectors

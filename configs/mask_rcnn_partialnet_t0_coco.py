@@ -1,11 +1,5 @@
 _base_ = ['./_base_/mask_rcnn_partialnet_fpn_1x_coco.py']
-from partialnet_mm import partialnet_channels  # noqa: E402  (after _base_: keeps this a plain config)
+from partialnet_mm.config_helpers import fpn_detector  # noqa: E402  (after _base_: a plain config)
 
 arch = 't0'
-model = dict(
-    backbone=dict(
-        arch=arch,
-        # ImageNet weights: python tools/convert_checkpoint.py <authors' .pth> <this path>
-        init_cfg=dict(type='Pretrained', prefix='backbone.',
-                      checkpoint=f'checkpoints/partialnet_{arch}_in1k.pth')),
-    neck=dict(in_channels=partialnet_channels(arch)))
+model = fpn_detector(arch, _base_.backbone_out_indices)

@@ -1,6 +1,8 @@
 """Small functions the configs call, so that a fact derived from another is written once."""
 import copy
-from typing import List
+from typing import List, Sequence, Tuple
+
+from .models.archs import partialnet_channels
 
 
 def project_hooks() -> List[dict]:
@@ -45,3 +47,103 @@ def with_label_check(pipeline: List[dict], num_classes: int) -> List[dict]:
     if len(checked) == len(pipeline):
         raise ValueError('with_label_check: the pipeline has no LoadAnnotations')
     return checked
+
+
+# keys only mmengine's AmpOptimWrapper takes
+AMP_ONLY_KEYS = ('loss_scale', 'dtype', 'use_fsdp')
+
+
+def fp32_optim_wrapper(optim_wrapper: dict) -> dict:
+    """``optim_wrapper`` without mixed precision, replacing the inherited one.
+
+    For configs that must also train without a GPU (the demos), where mmengine refuses
+    ``AmpOptimWrapper`` ("only available training on gpu"): the same optimizer and
+    paramwise settings in a plain ``OptimWrapper``. ``_delete_`` keeps the base's AMP-only
+    keys (``loss_scale``) from being merged back in.
+    """
+    plain = {k: copy.deepcopy(v) for k, v in optim_wrapper.items()
+             if k not in AMP_ONLY_KEYS and k != '_delete_'}
+    return dict(plain, type='OptimWrapper', _delete_=True)
+
+
+# ---------------------------------------------------------------------------- per-variant models
+# Where every dense-prediction config expects the variant's ImageNet weights (written by
+# `python tools/convert_checkpoint.py <authors' .pth> <this path>`).
+PRETRAINED_CHECKPOINT = 'checkpoints/partialnet_{arch}_in1k.pth'
+ALL_STAGES = (0, 1, 2, 3)
+
+
+def pretrained_backbone(arch: str) -> dict:
+    """The per-variant part of a dense-prediction backbone: ``arch`` and its ImageNet weights.
+
+    The converted checkpoint holds a whole classifier (``backbone.*``, ``head.*``); the
+    ``prefix`` picks the backbone out of it.
+    """
+    return dict(arch=arch,
+                init_cfg=dict(type='Pretrained', prefix='backbone.',
+                              checkpoint=PRETRAINED_CHECKPOINT.format(arch=arch)))
+
+
+def fpn_detector(arch: str, out_indices: Sequence[int] = ALL_STAGES) -> dict:
+    """``model`` overrides of a per-variant detector config with an FPN neck.
+
+    ``out_indices`` are the stages the family's base config makes the backbone return (its
+    ``backbone_out_indices``); the neck's ``in_channels`` are their widths.
+    """
+    return dict(backbone=pretrained_backbone(arch),
+                neck=dict(in_channels=partialnet_channels(arch, out_indices)))
+
+
+def upernet_segmentor(arch: str, auxiliary_index: int = 2) -> dict:
+    """``model`` overrides of a per-variant UperNet config: the UPerHead reads all four
+    stages, the auxiliary FCN head stage ``auxiliary_index`` (mmseg's ``in_index=2``)."""
+    channels = partialnet_channels(arch, ALL_STAGES)
+    return dict(backbone=pretrained_backbone(arch),
+                decode_head=dict(in_channels=channels),
+                auxiliary_head=dict(in_channels=channels[auxiliary_index]))
+
+
+def detection_tta_pipeline(scales: Sequence[Tuple[int, int]]) -> List[dict]:
+    """mmdet's test-time augmentation pipeline: every scale in ``scales`` (``(w, h)``,
+    resized keeping the aspect ratio), each flipped and not, merged by ``DetTTAModel``.
+
+    The ``flip``/``flip_direction`` meta keys are what ``DetTTAModel`` reads to flip the
+    boxes of a flipped view back before merging them.
+    """
+    if not scales:
+        raise ValueError('detection_tta_pipeline: give at least one (width, height) scale')
+    return [
+        dict(type='LoadImageFromFile', backend_args=None),
+        dict(type='TestTimeAug',
+             transforms=[
+                 [dict(type='Resize', scale=tuple(s), keep_ratio=True) for s in scales],
+                 [dict(type='RandomFlip', prob=1.), dict(type='RandomFlip', prob=0.)],
+                 [dict(type='LoadAnnotations', with_bbox=True)],
+                 [dict(type='PackDetInputs',
+                       meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                                  'scale_factor', 'flip', 'flip_direction'))],
+             ]),
+    ]
+
+
+def detection_demo_pipelines(image_scale: Tuple[int, int],
+                             with_mask: bool) -> Tuple[List[dict], List[dict]]:
+    """``(train_pipeline, test_pipeline)`` of a detection demo config: load, resize keeping
+    the aspect ratio (and flip in training), pack; masks with ``with_mask``."""
+    annotations = dict(type='LoadAnnotations', with_bbox=True, with_mask=with_mask)
+    train = [dict(type='LoadImageFromFile', backend_args=None), annotations,
+             dict(type='Resize', scale=image_scale, keep_ratio=True),
+             dict(type='RandomFlip', prob=0.5), dict(type='PackDetInputs')]
+    test = [dict(type='LoadImageFromFile', backend_args=None),
+            dict(type='Resize', scale=image_scale, keep_ratio=True), copy.deepcopy(annotations),
+            dict(type='PackDetInputs',
+                 meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))]
+    return train, test
+
+
+def demo_dataloader(dataset: dict, split: dict, pipeline: List[dict],
+                    batch_size: int) -> dict:
+    """A demo config's data loader: one worker, the demo dataset and split."""
+    return dict(batch_size=batch_size, num_workers=1,
+                dataset=dict(**copy.deepcopy(dataset), **copy.deepcopy(split),
+                             pipeline=pipeline))

@@ -6,16 +6,15 @@
 Works for mmdet, mmseg and mmpretrain configs alike (the config's ``default_scope`` decides).
 ``--show-dir`` writes images with the predictions drawn; ``--fuse`` tests the folded
 inference form of the PartialNet backbone (same predictions, faster); a checkpoint written by
-``tools/reparameterize.py`` is tested with ``--cfg-options model.backbone.deploy=True``.
+``tools/reparameterize.py`` is tested with ``--cfg-options model.backbone.deploy=True``;
+``--tta`` uses the config's test-time augmentation (RetinaNet, the segmentors).
 Multi-GPU: ``tools/dist_test.sh``.
 """
 import argparse
-import os
 import sys
 
-from mmengine.config import DictAction
-
 from partialnet_mm.apis import USER_ERRORS, test
+from partialnet_mm.runner.launch import add_launch_arguments
 
 
 def parse_args(argv=None):
@@ -31,23 +30,19 @@ def parse_args(argv=None):
         '--fuse', action='store_true',
         help='fold the PartialNet backbone for inference (switch_to_deploy) once the '
         'checkpoint is loaded')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override config settings, key=value (e.g. test_dataloader.batch_size=1)')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    parser.add_argument('--tta', action='store_true',
+                        help="test-time augmentation with the config's tta_model and "
+                        'tta_pipeline')
+    add_launch_arguments(parser)
+    return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
     try:
         return test(args.config, args.checkpoint, args.work_dir, args.out, args.show,
-                    args.show_dir, args.wait_time, args.fuse, args.cfg_options, args.launcher)
+                    args.show_dir, args.wait_time, args.fuse, args.cfg_options, args.launcher,
+                    args.tta)
     except USER_ERRORS as err:
         sys.exit(str(err))
 

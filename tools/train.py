@@ -8,12 +8,10 @@ dataset, a missing pretrained checkpoint, a resume checkpoint of another model a
 stop the run with one message that names the fix (partialnet_mm.apis.train).
 """
 import argparse
-import os
 import sys
 
-from mmengine.config import DictAction
-
 from partialnet_mm.apis import USER_ERRORS, train
+from partialnet_mm.runner.launch import add_launch_arguments
 
 
 def parse_args(argv=None):
@@ -28,16 +26,8 @@ def parse_args(argv=None):
         '--resume', nargs='?', type=str, const='auto',
         help='resume from CKPT; without CKPT, from the latest complete checkpoint in the '
         'work dir')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override config settings, key=value (e.g. train_cfg.max_epochs=2)')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    add_launch_arguments(parser)
+    return parser.parse_args(argv)
 
 
 def main(argv=None):

@@ -5,26 +5,21 @@ _base_ = [
     'mmseg::_base_/models/fpn_r50.py',
     'mmseg::_base_/datasets/ade20k.py',
     'mmseg::_base_/schedules/schedule_40k.py',
-    'mmseg::_base_/default_runtime.py',
+    './partialnet_mmseg_runtime.py',
 ]
-custom_imports = dict(imports=['partialnet_mm'], allow_failed_imports=False)
-from partialnet_mm.config_helpers import project_hooks, with_label_check  # noqa: E402
+from partialnet_mm.config_helpers import with_label_check  # noqa: E402
 
 crop_size = (512, 512)
+num_classes = 150
 model = dict(
     pretrained=None,  # the base's ResNet weights; ours come through the backbone's init_cfg
     data_preprocessor=dict(size=crop_size),
-    backbone=dict(
-        _delete_=True,
-        type='PartialNet',
-        out_indices=(0, 1, 2, 3),
-        with_out_norm=True,
-        norm_cfg=dict(type='SyncBN', requires_grad=True)),
-    decode_head=dict(num_classes=150))
+    backbone=_base_.partialnet_backbone,
+    decode_head=dict(num_classes=num_classes))
 
 # label maps with values outside the classes stop training with the file named
-train_pipeline = with_label_check(_base_.train_pipeline, 150)
-test_pipeline = with_label_check(_base_.test_pipeline, 150)
+train_pipeline = with_label_check(_base_.train_pipeline, num_classes)
+test_pipeline = with_label_check(_base_.test_pipeline, num_classes)
 train_dataloader = dict(batch_size=4, dataset=dict(pipeline=train_pipeline))  # x 8 GPUs = 32
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
@@ -38,8 +33,5 @@ param_scheduler = [
     dict(type='PolyLR', power=0.9, eta_min=0.0, begin=0, end=40000, by_epoch=False)
 ]
 auto_scale_lr = dict(enable=False, base_batch_size=32)
-
-# checkpoints written atomically (a crash or a full disk never breaks the last good one);
-# resumed runs draw the same random numbers; a NaN/inf loss stops training clearly
+# checkpoints written atomically: a crash or a full disk never breaks the last good one
 default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))
-custom_hooks = project_hooks()

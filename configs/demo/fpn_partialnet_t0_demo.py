@@ -1,37 +1,14 @@
 # The real PartialNet-T0 Semantic FPN config on the embedded ADE20K-layout demo data
 # (python tools/make_demo_data.py writes it): swaps only data, sizes, schedule and classes.
-_base_ = ['../fpn_partialnet_t0_ade20k.py']
+_base_ = ['../fpn_partialnet_t0_ade20k.py', '../_base_/ade20k_demo_data.py']
+from partialnet_mm.config_helpers import demo_dataloader  # noqa: E402
 
-data_root = 'data/ade20k_demo'
-classes = ('background', 'circle', 'triangle', 'rectangle', 'star')
-palette = [[120, 120, 120], [255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0]]
-crop_size = (256, 256)
-image_scale = (256, 256)
-
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='CheckSegLabels', num_classes=len(classes)),
-    dict(type='RandomResize', scale=image_scale, ratio_range=(0.75, 1.5), keep_ratio=True),
-    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PhotoMetricDistortion'),
-    dict(type='PackSegInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=image_scale, keep_ratio=True),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='CheckSegLabels', num_classes=len(classes)),
-    dict(type='PackSegInputs'),
-]
-# BaseSegDataset in the ADE20K convention (ADE20KDataset only accepts its 150 classes)
-dataset = dict(type='BaseSegDataset', data_root=data_root, img_suffix='.jpg',
-               seg_map_suffix='.png', reduce_zero_label=True,
-               metainfo=dict(classes=classes, palette=palette))
-train_dataloader = dict(batch_size=8, num_workers=1,
-                        dataset=dict(**dataset, pipeline=train_pipeline))
-val_dataloader = dict(num_workers=1, dataset=dict(**dataset, pipeline=test_pipeline))
+classes = _base_.demo_classes
+crop_size = _base_.demo_crop_size
+train_dataloader = demo_dataloader(_base_.demo_dataset, _base_.demo_splits['train'],
+                                   _base_.demo_train_pipeline, batch_size=8)
+val_dataloader = demo_dataloader(_base_.demo_dataset, _base_.demo_splits['val'],
+                                 _base_.demo_test_pipeline, batch_size=1)
 test_dataloader = val_dataloader
 
 model = dict(
@@ -43,7 +20,7 @@ model = dict(
 
 # schedule: 35-60 minutes on 2 CPU cores (tools/learning_benchmark.py seg; README)
 max_iters = 1000
-lr = 5e-4
+lr = _base_.demo_lr
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 optim_wrapper = dict(optimizer=dict(lr=lr))
 param_scheduler = [

@@ -1,8 +1,9 @@
 # The real PartialNet-T0 ImageNet config on the embedded ImageNet-layout demo data
-# (python tools/make_demo_data.py writes it): swaps only data, sizes, schedule and classes.
-# Without a GPU, tools/train.py trains the inherited AMP recipe in fp32.
+# (python tools/make_demo_data.py writes it): swaps only data, sizes, schedule and classes,
+# and trains in fp32 (the real recipe's AMP needs a GPU, and the demo runs on CPUs under any
+# train.py, mmpretrain's own included).
 _base_ = ['../partialnet_t0_imagenet.py']
-from partialnet_mm.config_helpers import imagenet_hooks  # noqa: E402
+from partialnet_mm.config_helpers import fp32_optim_wrapper, imagenet_hooks  # noqa: E402
 
 data_root = 'data/imagenet_demo'
 # alphabetical: with a folder layout, mmpretrain numbers the classes in folder order
@@ -45,7 +46,8 @@ max_epochs = 15
 warmup_epochs = 1
 lr = 5e-4
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
-optim_wrapper = dict(optimizer=dict(lr=lr))
+optim_wrapper = fp32_optim_wrapper(_base_.optim_wrapper)
+optim_wrapper['optimizer']['lr'] = lr
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-6 / lr, by_epoch=True, begin=0,
          end=warmup_epochs, convert_to_iter_based=True),

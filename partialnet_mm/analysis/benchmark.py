@@ -189,10 +189,21 @@ def inference_step(target: Target, batch: int, device, amp: bool) -> Callable[[]
 
 
 def training_step(target: Target, batch: int, device, amp: bool) -> Callable[[], None]:
-    """Forward, a loss over every output, backward and an AdamW step of ``target``."""
+    """Forward, a loss, backward and an AdamW step of ``target``.
+
+    The loss of a classifier is its cross-entropy; a bare backbone's outputs go through the
+    1x1 lateral convolutions of an FPN neck (256 channels, the same weights for every form)
+    whose outputs are averaged, so its gradients arrive as a neck's would.
+    """
     inputs = target.inputs(batch, device)
-    optimizer = torch.optim.AdamW([p for p in target.model.parameters() if p.requires_grad],
-                                  lr=1e-6)
+    params = [p for p in target.model.parameters() if p.requires_grad]
+    laterals = None
+    if target.is_backbone:
+        torch.manual_seed(0)
+        laterals = nn.ModuleList(nn.Conv2d(c, 256, 1) for c in target.model.out_channels)
+        laterals.to(device)
+        params += list(laterals.parameters())
+    optimizer = torch.optim.AdamW(params, lr=1e-6)
     labels = torch.randint(0, 10, (batch, ), device=device)
 
     def step():
@@ -200,6 +211,8 @@ def training_step(target: Target, batch: int, device, amp: bool) -> Callable[[],
             outputs = target.forward(inputs)
             if target.scope == 'mmpretrain':
                 loss = F.cross_entropy(outputs.float(), labels)
+            elif laterals is not None:
+                loss = sum(lat(o).float().mean() for lat, o in zip(laterals, outputs))
             else:
                 outputs = outputs if isinstance(outputs, (tuple, list)) else [outputs]
                 loss = sum(o.float().mean() for o in _tensors(outputs))

@@ -16,10 +16,9 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Union
 from ..analysis.report import machine_description
 from ..demo_data import DEMO_ROOTS, MAKERS
 from ..runner import data_root_options, parse_cfg_options
+from ..runner.config import project_file
 from .test import test
 from .train import train
-
-PROJECT_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 class Task(NamedTuple):
@@ -75,7 +74,7 @@ def run_task(name: str, work_dir: str, cfg_options: Options = None,
         options['model.backbone.init_cfg'] = dict(  # replaces the demo configs' None
             _delete_=True, type='Pretrained', checkpoint=backbone_from, prefix='backbone.')
     options.update(parse_cfg_options(cfg_options))
-    config = osp.join(PROJECT_ROOT, task.config)
+    config = project_file(task.config)
     start = time.time()
     # validated once, below, from the final checkpoint (not during training)
     train(config, work_dir, cfg_options=dict(options, **{'train_cfg.val_interval': 10**9}))

@@ -10,8 +10,9 @@ from mmengine.runner import Runner
 
 from ..analysis.models import switch_model_to_deploy
 from ..runner import (DataError, check_datasets, enable_visualization, explain_data_errors,
-                      load_config, own_visualizer, setup_cpu_distributed)
-from .train import CfgOptions, build_runner, default_work_dir
+                      setup_cpu_distributed)
+from ..runner.tta import enable_tta
+from .train import CfgOptions, build_runner, load_run_config
 
 
 def build_test_config(config: str, checkpoint: str, work_dir: Optional[str] = None,
@@ -19,13 +20,7 @@ def build_test_config(config: str, checkpoint: str, work_dir: Optional[str] = No
                       wait_time: float = 2., cfg_options: CfgOptions = None,
                       launcher: str = 'none') -> Config:
     """The config a test run uses (arguments as :func:`test`)."""
-    cfg = load_config(config, cfg_options)
-    cfg.launcher = launcher
-    if work_dir is not None:
-        cfg.work_dir = work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = default_work_dir(config)
-    own_visualizer(cfg)
+    cfg = load_run_config(config, work_dir, cfg_options, launcher)
     cfg.load_from = checkpoint
     if show or show_dir:
         enable_visualization(cfg, show_dir, show=show, wait_time=wait_time)
@@ -51,7 +46,7 @@ def fuse_after_loading(runner: Runner) -> None:
 def test(config: str, checkpoint: str, work_dir: Optional[str] = None,
          out: Optional[str] = None, show: bool = False, show_dir: Optional[str] = None,
          wait_time: float = 2., fuse: bool = False, cfg_options: CfgOptions = None,
-         launcher: str = 'none') -> Dict[str, float]:
+         launcher: str = 'none', tta: bool = False) -> Dict[str, float]:
     """Evaluate ``checkpoint`` with ``config``; returns the metrics.
 
     Args:
@@ -67,9 +62,13 @@ def test(config: str, checkpoint: str, work_dir: Optional[str] = None,
             checkpoint: the same predictions, faster.
         cfg_options (dict | list[str], optional): Overrides (``key=value``).
         launcher (str): ``'none'``, ``'pytorch'``, ``'slurm'`` or ``'mpi'``.
+        tta (bool): Test-time augmentation with the config's ``tta_model`` and
+            ``tta_pipeline`` (:func:`~partialnet_mm.runner.tta.enable_tta`).
     """
     cfg = build_test_config(config, checkpoint, work_dir, show, show_dir, wait_time,
                             cfg_options, launcher)
+    if tta:
+        enable_tta(cfg)
     if not osp.isfile(checkpoint) and '://' not in checkpoint:
         raise DataError(f'checkpoint {checkpoint!r} not found')
     check_datasets(cfg, ['test_dataloader'], config)

@@ -20,6 +20,20 @@ def default_work_dir(config: str) -> str:
     return osp.join('./work_dirs', osp.splitext(osp.basename(config))[0])
 
 
+def load_run_config(config: str, work_dir: Optional[str], cfg_options: CfgOptions,
+                    launcher: str) -> Config:
+    """What every run's config gets: overrides, launcher, work dir (the config's, else
+    ``./work_dirs/<config name>``) and a visualizer of its own."""
+    cfg = load_config(config, cfg_options)
+    cfg.launcher = launcher
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = default_work_dir(config)
+    own_visualizer(cfg)
+    return cfg
+
+
 def build_train_config(config: str, work_dir: Optional[str] = None,
                        resume: Optional[str] = None, amp: bool = False,
                        auto_scale_lr: bool = False, cfg_options: CfgOptions = None,
@@ -38,13 +52,7 @@ def build_train_config(config: str, work_dir: Optional[str] = None,
         cfg_options (dict | list[str], optional): Overrides (``key=value``).
         launcher (str): ``'none'``, ``'pytorch'``, ``'slurm'`` or ``'mpi'``.
     """
-    cfg = load_config(config, cfg_options)
-    cfg.launcher = launcher
-    if work_dir is not None:
-        cfg.work_dir = work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = default_work_dir(config)
-    own_visualizer(cfg)
+    cfg = load_run_config(config, work_dir, cfg_options, launcher)
     if amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')

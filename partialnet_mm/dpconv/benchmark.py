@@ -22,11 +22,11 @@ from ..analysis.models import build_config_model
 from ..apis.train import train
 from ..demo_data import make_imagenet_demo
 from ..runner import data_root_options, load_config
+from ..runner.config import project_file
 from .export import export_checkpoint
 
-PROJECT_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-DPCONV_DEMO = osp.join(PROJECT_ROOT, 'configs', 'demo', 'partialnet_t0_imagenet_dpconv_demo.py')
-FIXED_DEMO = osp.join(PROJECT_ROOT, 'configs', 'demo', 'partialnet_t0_imagenet_demo.py')
+DPCONV_DEMO = 'configs/demo/partialnet_t0_imagenet_dpconv_demo.py'
+FIXED_DEMO = 'configs/demo/partialnet_t0_imagenet_demo.py'
 
 
 def train_demo(work_dir: str, epochs: int, images_per_class: int) -> str:
@@ -35,7 +35,7 @@ def train_demo(work_dir: str, epochs: int, images_per_class: int) -> str:
     make_imagenet_demo(data_root, num_train_per_class=images_per_class,
                        num_val_per_class=max(images_per_class // 4, 2))
     work = osp.join(work_dir, 'train')
-    train(DPCONV_DEMO, work, cfg_options=data_root_options(data_root) + [
+    train(project_file(DPCONV_DEMO), work, cfg_options=data_root_options(data_root) + [
         f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs}',
         'randomness.seed=0'])
     return osp.join(work, f'epoch_{epochs}.pth')
@@ -77,11 +77,12 @@ def run(work_dir: str, epochs: int = 12, images_per_class: int = 100, size: int 
     exported = osp.join(work_dir, 'exported', 'partialnet_t0_dpconv_plain.pth')
     exported_cfg = osp.join(work_dir, 'exported', 'partialnet_t0_dpconv_plain.py')
     os.makedirs(osp.dirname(exported), exist_ok=True)
-    info = export_checkpoint(checkpoint, exported, DPCONV_DEMO, exported_cfg)
+    info = export_checkpoint(checkpoint, exported, project_file(DPCONV_DEMO), exported_cfg)
     models = {}
     for name, config, weights in (('exported (learned splits)', exported_cfg, exported),
-                                  ('fixed n_div=4', FIXED_DEMO, None),
-                                  ('DPConv before export', DPCONV_DEMO, checkpoint)):
+                                  ('fixed n_div=4', project_file(FIXED_DEMO), None),
+                                  ('DPConv before export', project_file(DPCONV_DEMO),
+                                   checkpoint)):
         model = build_config_model(load_config(config))
         if weights is not None:
             load_checkpoint(model, weights, map_location='cpu', strict=True, logger='silent')

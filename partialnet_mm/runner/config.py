@@ -83,3 +83,17 @@ def scope_of(cfg_or_scope):
     scope = cfg_or_scope if isinstance(cfg_or_scope, str) else config_scope(cfg_or_scope)
     with DefaultScope.overwrite_default_scope(scope):
         yield
+
+
+PACKAGE_DIR = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def project_file(rel_path: str) -> str:
+    """A file the project ships (``configs/...``, ``tools/...``): in the source checkout, or
+    in the installed package's ``.mim`` folder (``pip install .`` without a clone)."""
+    for root in (osp.dirname(PACKAGE_DIR), osp.join(PACKAGE_DIR, '.mim')):
+        if osp.exists(osp.join(root, rel_path)):
+            return osp.join(root, rel_path)
+    raise FileNotFoundError(f'{rel_path} is neither in a partialnet-mm checkout nor in the '
+                            f'installed package ({PACKAGE_DIR}/.mim); reinstall it with '
+                            f'`pip install .`')

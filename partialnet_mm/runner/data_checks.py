@@ -151,7 +151,8 @@ class CheckSegLabels(BaseTransform):
     """Stop at a label map with values outside the classes, naming the file and the fix.
 
     Place it after ``LoadAnnotations``: it checks ``gt_seg_map`` (after
-    ``reduce_zero_label``) against ``[0, num_classes)`` and ``ignore_index``.
+    ``reduce_zero_label``) against ``[0, num_classes)`` and ``ignore_index``; samples without
+    a label map (an inferencer's pipeline drops ``LoadAnnotations``) pass as they are.
 
     Args:
         num_classes (int): Classes of the decode head.
@@ -163,6 +164,8 @@ class CheckSegLabels(BaseTransform):
         self.ignore_index = ignore_index
 
     def transform(self, results: dict) -> Optional[dict]:
+        if 'gt_seg_map' not in results:  # inference pipelines drop LoadAnnotations
+            return results
         labels = np.unique(results['gt_seg_map'])
         bad = labels[(labels >= self.num_classes) & (labels != self.ignore_index)]
         bad = np.concatenate([labels[labels < 0], bad])

@@ -1,7 +1,10 @@
 """Adapting a config to a machine without GPUs: fp32 for AMP configs, CPU distributed runs."""
+import argparse
+import os
 import warnings
 
 import torch
+from mmengine.config import DictAction
 
 from ..engine.distributed import init_cpu_distributed
 from .datasets import DataError
@@ -45,3 +48,23 @@ def setup_cpu_distributed(cfg, launcher: str) -> bool:
     wrapper.setdefault('find_unused_parameters', cfg.get('find_unused_parameters', False))
     cfg.model_wrapper_cfg = wrapper
     return True
+
+
+def add_launch_arguments(parser) -> None:
+    """The arguments tools/train.py and tools/test.py share with OpenMMLab's own tools:
+    ``--cfg-options``, ``--launcher`` and ``--local-rank`` (also exported as LOCAL_RANK)."""
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config settings, key=value (e.g. train_cfg.max_epochs=2)')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
+                        action=_LocalRank)
+
+
+class _LocalRank(argparse.Action):
+    """``--local-rank``, which older launchers pass instead of the LOCAL_RANK variable."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        setattr(namespace, self.dest, value)
+        os.environ.setdefault('LOCAL_RANK', str(value))

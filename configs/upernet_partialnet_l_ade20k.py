@@ -1,0 +1,5 @@
+_base_ = ['./_base_/upernet_partialnet_ade20k.py']
+from partialnet_mm.config_helpers import upernet_segmentor  # noqa: E402  (after _base_)
+
+arch = 'l'
+model = upernet_segmentor(arch)
