@@ -418,19 +418,17 @@ class PartialNet(BaseModule):
         self.deploy_memory_format = memory_format
         return self
 
-    def _layout(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` in the memory format the network computes in.
+    def _channels_last(self, x: torch.Tensor) -> bool:
+        """Whether the network computes in the channels-last layout for input ``x``.
 
-        Channels-last on the CPU, where oneDNN's convolutions (forward and backward) and
-        BatchNorms are faster in it; the inference form follows ``deploy_memory_format``.
+        On the CPU, where oneDNN's convolutions (forward and backward) and BatchNorms are
+        faster in it, unless the authors' form is asked for (``naive``); the inference form
+        follows ``deploy_memory_format``.
         """
         if self.deploy:
-            channels_last = self.deploy_memory_format == 'channels_last' or (
+            return self.deploy_memory_format == 'channels_last' or (
                 self.deploy_memory_format == 'auto' and x.device.type == 'cpu')
-        else:
-            channels_last = not self.naive and x.device.type == 'cpu'
-        return x.contiguous(
-            memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        return not self.naive and x.device.type == 'cpu'
 
     # ------------------------------------------------------------------ forward
     def _check_input(self, x: torch.Tensor):
@@ -450,7 +448,7 @@ class PartialNet(BaseModule):
 
     def forward(self, x: torch.Tensor) -> tuple:
         self._check_input(x)
-        x = self.stem(self._layout(x))
+        x = self.stem(x, channels_last=self._channels_last(x))
         outs = []
         for i, stage in enumerate(self.stages):
             x = stage(x)

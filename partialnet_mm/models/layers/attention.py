@@ -13,6 +13,7 @@ concatenation.
 from typing import Optional
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
@@ -73,14 +74,60 @@ class PartialChannelAttention(DeployMixin, nn.Module):
         if self.naive:
             std, mean = torch.std_mean(x.flatten(2), dim=-1)
             style = torch.stack((mean, std), dim=-1).unsqueeze(2)  # (B, C, 1, 2)
-            logits = self.gate_conv(style)
-        else:
-            # the (1, 2) convolution over [mean, std] as a linear layer on their interleaving
-            std, mean = channel_std_mean(x)
-            style = torch.stack((mean, std), dim=-1).flatten(1)  # (B, 2C)
-            weight = self.gate_conv.weight.reshape(self.channels, 2 * self.channels)
-            logits = F.linear(style, weight)[:, :, None, None]
+            return self._gate_from_logits(self.gate_conv(style))
+        return self._gate_from_stats(*channel_std_mean(x))
+
+    def _gate_from_stats(self, std: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+        # the (1, 2) convolution over [mean, std] as a linear layer on their interleaving
+        style = torch.stack((mean, std), dim=-1).flatten(1)  # (B, 2C)
+        weight = self.gate_conv.weight.reshape(self.channels, 2 * self.channels)
+        return self._gate_from_logits(F.linear(style, weight)[:, :, None, None])
+
+    def _gate_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
         return F.hardsigmoid(batch_norm_any_batch(self.gate_norm, logits))
+
+    def _gated_norm(self, x: torch.Tensor) -> torch.Tensor:
+        """``norm(x * gate(x))`` as one ``addcmul``, the BatchNorm's statistics derived from
+        ``x``'s per-channel means and standard deviations (training form).
+
+        ``y = x * g`` with a gate per sample and channel has, per channel, the mean
+        ``mean_b(g m)`` and the (biased) variance ``mean_b(g^2 v) + mean_b((g m - mu)^2)``
+        (``m``, ``v``: each sample's spatial mean and variance, which the gate needs anyway).
+        So ``y`` itself is never stored or read twice; the function, the running statistics
+        and the gradients are BatchNorm's. Other norm layers (a SyncBN in a distributed run,
+        LayerNorm, ...) take the plain path.
+        """
+        norm = self.norm
+        std, mean = channel_std_mean(x)
+        gate = self._gate_from_stats(std, mean).flatten(1)  # (B, C)
+        if not (type(norm) in (nn.BatchNorm2d, nn.SyncBatchNorm) and norm.affine and (
+                not norm.training or not (dist.is_available() and dist.is_initialized()
+                                          and dist.get_world_size() > 1))):
+            return norm(x * gate[:, :, None, None])
+        count = x.shape[2] * x.shape[3]
+        if norm.training or not norm.track_running_stats:
+            gated_mean = gate * mean  # (B, C): each sample's mean of y
+            mu = gated_mean.mean(0)
+            var = (gate.square() * std.square() * ((count - 1) / count)).mean(0) + \
+                (gated_mean - mu).square().mean(0)
+            if norm.training and norm.track_running_stats:
+                self._update_running_stats(mu, var, x.shape[0] * count)
+        else:
+            mu, var = norm.running_mean, norm.running_var
+        scale = norm.weight * torch.rsqrt(var + norm.eps)
+        shift = norm.bias - mu * scale
+        return torch.addcmul(shift[None, :, None, None], x, (gate * scale)[:, :, None, None])
+
+    def _update_running_stats(self, mean: torch.Tensor, var: torch.Tensor, count: int) -> None:
+        """What ``nn.BatchNorm2d`` does to its running statistics in a training forward."""
+        norm = self.norm
+        with torch.no_grad():
+            norm.num_batches_tracked.add_(1)
+            momentum = norm.momentum if norm.momentum is not None else \
+                1. / float(norm.num_batches_tracked)
+            unbiased = var * (count / max(count - 1, 1))
+            norm.running_mean.lerp_(mean.detach(), momentum)
+            norm.running_var.lerp_(unbiased.detach(), momentum)
 
     def _fold(self) -> None:
         conv = fuse_conv_norm(self.gate_conv, self.gate_norm)  # (C, C, 1, 2) with bias
@@ -101,7 +148,8 @@ class PartialChannelAttention(DeployMixin, nn.Module):
         """The attention output of ``x`` (``+ x`` with ``residual``), into ``out`` if given
         (``out`` in the inference form only)."""
         if not self.deploy:
-            return _finish(x, self.norm(x * self.gate(x)), out, residual)
+            gated = self.norm(x * self.gate(x)) if self.naive else self._gated_norm(x)
+            return _finish(x, gated, out, residual)
         std, mean = channel_std_mean(x)
         style = torch.stack((mean, std), dim=-1).flatten(1)  # (B, 2C)
         gate = F.hardsigmoid(self.gate_fc(style)) * self.out_scale

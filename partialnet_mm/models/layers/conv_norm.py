@@ -1,6 +1,7 @@
 """The stem and merging layers: a non-overlapping convolution followed by a BatchNorm."""
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 
 from ..utils.deploy import DeployMixin
@@ -50,6 +51,14 @@ class ConvNorm(DeployMixin, nn.Module):
         self.conv = fuse_conv_norm(self.conv, self.norm)
         del self.norm
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x)
+    def forward(self, x: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+        """``norm(conv(x))``; with ``channels_last``, computed in (and returned in) the
+        channels-last layout whatever ``x``'s is, without a channels-last copy of ``x`` (the
+        convolution follows its weight's layout; autograd keeps ``x`` as it is)."""
+        if channels_last:
+            conv = self.conv
+            x = F.conv2d(x, conv.weight.contiguous(memory_format=torch.channels_last),
+                         conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+        else:
+            x = self.conv(x)
         return x if self.deploy else self.norm(x)
