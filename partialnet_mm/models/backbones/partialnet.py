@@ -447,13 +447,23 @@ class PartialNet(BaseModule):
                 f'pixels (resize or pad the input).')
 
     def forward(self, x: torch.Tensor) -> tuple:
+        """The features of the ``out_indices`` stages, in the standard (NCHW) layout.
+
+        The network may compute channels-last inside (:meth:`_channels_last`), but what it
+        returns is contiguous NCHW: downstream operators read it as such (mmcv's CPU RoIAlign,
+        for one, gives wrong values for a channels-last input).
+        """
         self._check_input(x)
-        x = self.stem(x, channels_last=self._channels_last(x))
+        channels_last = self._channels_last(x)
+        x = self.stem(x, channels_last=channels_last)
+        if not channels_last:
+            x = x.contiguous()
         outs = []
         for i, stage in enumerate(self.stages):
             x = stage(x)
             if i in self.out_indices:
-                outs.append(getattr(self, f'norm{i}')(x) if self.with_out_norm else x)
+                out = getattr(self, f'norm{i}')(x) if self.with_out_norm else x
+                outs.append(out.contiguous())
         return tuple(outs)
 
 
