@@ -27,6 +27,7 @@ from ...checkpoint import (AUTHORS_MARKER, OURS_MARKER, CheckpointError, backbon
 from ..archs import ARCH_SETTINGS, check_out_indices, parse_arch
 from ..layers import ConvNorm, PartialNetBlock, PartialNetStage, build_mixer
 from ..utils.deploy import switch_to_deploy
+from ..utils.ops import dense_channels_last_grad
 
 # The mixer of each stage when ``mixer_cfgs`` does not set one: PAT_ch, and PAT_sf last.
 DEFAULT_MIXER = 'PATChannel'
@@ -463,7 +464,9 @@ class PartialNet(BaseModule):
             x = stage(x)
             if i in self.out_indices:
                 out = getattr(self, f'norm{i}')(x) if self.with_out_norm else x
-                outs.append(out.contiguous())
+                # the gradient coming back through the NCHW copy is handed on channels-last,
+                # the layout of what produced it (mixed layouts take slow backward kernels)
+                outs.append(dense_channels_last_grad(out).contiguous())
         return tuple(outs)
 
 
