@@ -141,9 +141,15 @@ def detection_demo_pipelines(image_scale: Tuple[int, int],
     return train, test
 
 
-def demo_dataloader(dataset: dict, split: dict, pipeline: List[dict],
-                    batch_size: int) -> dict:
-    """A demo config's data loader: one worker, the demo dataset and split."""
-    return dict(batch_size=batch_size, num_workers=1,
-                dataset=dict(**copy.deepcopy(dataset), **copy.deepcopy(split),
-                             pipeline=pipeline))
+def demo_dataloaders(dataset: dict, splits: dict, train_pipeline: List[dict],
+                     test_pipeline: List[dict], train_batch: int,
+                     val_batch: int) -> Tuple[dict, dict]:
+    """``(train_dataloader, val_dataloader)`` of a demo config: one worker each, the demo
+    dataset with its ``train`` / ``val`` split."""
+    def loader(split, pipeline, batch_size):
+        return dict(batch_size=batch_size, num_workers=1,
+                    dataset=dict(**copy.deepcopy(dataset), **copy.deepcopy(splits[split]),
+                                 pipeline=pipeline))
+
+    return (loader('train', train_pipeline, train_batch),
+            loader('val', test_pipeline, val_batch))

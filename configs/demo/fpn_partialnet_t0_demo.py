@@ -1,14 +1,13 @@
 # The real PartialNet-T0 Semantic FPN config on the embedded ADE20K-layout demo data
 # (python tools/make_demo_data.py writes it): swaps only data, sizes, schedule and classes.
 _base_ = ['../fpn_partialnet_t0_ade20k.py', '../_base_/ade20k_demo_data.py']
-from partialnet_mm.config_helpers import demo_dataloader  # noqa: E402
+from partialnet_mm.config_helpers import demo_dataloaders  # noqa: E402
 
 classes = _base_.demo_classes
 crop_size = _base_.demo_crop_size
-train_dataloader = demo_dataloader(_base_.demo_dataset, _base_.demo_splits['train'],
-                                   _base_.demo_train_pipeline, batch_size=8)
-val_dataloader = demo_dataloader(_base_.demo_dataset, _base_.demo_splits['val'],
-                                 _base_.demo_test_pipeline, batch_size=1)
+train_dataloader, val_dataloader = demo_dataloaders(
+    _base_.demo_dataset, _base_.demo_splits, _base_.demo_train_pipeline,
+    _base_.demo_test_pipeline, 8, 1)
 test_dataloader = val_dataloader
 
 model = dict(

@@ -2,15 +2,13 @@
 # (python tools/make_demo_data.py writes it): swaps only data paths, image scale, schedule
 # and class names.
 _base_ = ['../mask_rcnn_partialnet_t0_coco.py', '../_base_/coco_demo_data.py']
-from partialnet_mm.config_helpers import (demo_dataloader,  # noqa: E402
+from partialnet_mm.config_helpers import (demo_dataloaders,  # noqa: E402
                                           detection_demo_pipelines)
 
 classes = _base_.demo_classes
 train_pipeline, test_pipeline = detection_demo_pipelines(_base_.demo_image_scale, True)
-train_dataloader = demo_dataloader(_base_.demo_dataset, _base_.demo_splits['train'],
-                                   train_pipeline, batch_size=4)
-val_dataloader = demo_dataloader(_base_.demo_dataset, _base_.demo_splits['val'],
-                                 test_pipeline, batch_size=4)
+train_dataloader, val_dataloader = demo_dataloaders(
+    _base_.demo_dataset, _base_.demo_splits, train_pipeline, test_pipeline, 4, 4)
 test_dataloader = val_dataloader
 val_evaluator = _base_.demo_evaluator
 test_evaluator = val_evaluator
