@@ -12,6 +12,7 @@ import torch.nn as nn
 from mmengine.analysis import FlopAnalyzer, parameter_count
 from mmengine.analysis.jit_handles import get_shape
 
+from ..models.utils.naive import set_naive_forward
 from ..runner.config import config_scope, load_config, scope_of
 from .models import (build_arch_model, build_config_model, default_input_shape,
                      synthetic_data_samples)
@@ -37,11 +38,16 @@ def count_flops(model: nn.Module, inputs: tuple) -> dict:
     """Parameters and FLOPs of ``model(*inputs)`` through mmengine's analysis (jit trace).
 
     FLOPs follow the fvcore/mmengine convention papers use: one multiply-add is one FLOP.
+    The network is traced in the authors' formulation (``set_naive_forward``; the model is
+    switched in place), so the count is the architecture's, as papers report it, not that
+    of an implementation trick (e.g. the training path's analytic BatchNorm, whose
+    statistics the tracer does not see).
 
     Returns:
         dict: ``params``, ``flops`` (with attention), ``attention_flops`` (the
         ``scaled_dot_product_attention`` part mmengine alone would miss), ``analyzer``.
     """
+    set_naive_forward(model)
     analyzer = FlopAnalyzer(model, inputs)
     analyzer.set_op_handle('aten::scaled_dot_product_attention', sdpa_flop_jit)
     analyzer.unsupported_ops_warnings(False)
