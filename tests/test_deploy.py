@@ -17,6 +17,7 @@ from partialnet_mm.analysis import build_arch_model, switch_model_to_deploy
 from partialnet_mm.analysis.benchmark import benchmark_inference, format_table, model_sources
 from partialnet_mm.analysis.flops import format_table as flops_table
 from partialnet_mm.analysis.flops import measure
+from partialnet_mm.analysis.report import MALLOC_ENV, machine_description
 from partialnet_mm.apis import test as run_test
 from partialnet_mm.deploy import export_onnx, fold_checkpoint
 from partialnet_mm.models.layers import (EuclideanRelativePositionBias, PartialNetBlock,
@@ -287,6 +288,16 @@ def test_benchmark_compares_naive_and_fused():
         assert ('speedup' in r) == (r['form'] == 'fused')
     table = format_table(rows, '# header')
     assert '| t0 backbone' in table and 'speed-up' in table
+
+
+def test_machine_description_names_the_allocator(monkeypatch):
+    for key in ('LD_PRELOAD', ) + MALLOC_ENV:
+        monkeypatch.delenv(key, raising=False)
+    assert machine_description(torch.device('cpu')).endswith(', default malloc')
+    monkeypatch.setenv('MALLOC_MMAP_MAX_', '0')
+    monkeypatch.setenv('LD_PRELOAD', '/usr/lib/libjemalloc.so.2:/usr/lib/libfoo.so')
+    assert machine_description(torch.device('cpu')).endswith(
+        ', libjemalloc.so.2 MALLOC_MMAP_MAX_=0')
 
 
 def test_benchmark_rejects_unknown_arch():

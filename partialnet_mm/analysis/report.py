@@ -18,14 +18,30 @@ def cpu_name() -> str:
     return name
 
 
+# glibc's malloc settings that change CPU step times (see docs/benchmarks.md, "Where the time
+# goes"); a table measured under them says so in its header
+MALLOC_ENV = ('MALLOC_MMAP_MAX_', 'MALLOC_MMAP_THRESHOLD_', 'MALLOC_TRIM_THRESHOLD_',
+              'MALLOC_TOP_PAD_', 'GLIBC_TUNABLES')
+
+
+def allocator_description() -> str:
+    """The host allocator: a preloaded malloc library and the glibc malloc settings in the
+    environment, or ``'default malloc'``."""
+    preloaded = [os.path.basename(lib) for lib in os.environ.get('LD_PRELOAD', '').split(':')
+                 if 'malloc' in os.path.basename(lib)]
+    settings = [f'{key}={os.environ[key]}' for key in MALLOC_ENV if key in os.environ]
+    return ' '.join(preloaded + settings) or 'default malloc'
+
+
 def machine_description(device: Optional[torch.device] = None) -> str:
-    """The device (GPU name, or CPU model, capability and cores), torch and its threads."""
+    """The device (GPU name, or CPU model, capability and cores), torch and its threads, and
+    on the CPU the host allocator."""
     device = device or torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     if device.type == 'cuda':
         return f'{torch.cuda.get_device_name(device)}, torch {torch.__version__}'
     return (f'CPU {cpu_name()} ({torch.backends.cpu.get_cpu_capability()}, '
             f'{os.cpu_count()} cores), torch {torch.__version__}, '
-            f'threads={torch.get_num_threads()}')
+            f'threads={torch.get_num_threads()}, {allocator_description()}')
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]],
