@@ -7,6 +7,7 @@ import torch.utils.checkpoint as cp
 from mmcv.cnn.bricks import DropPath
 
 from ..utils.deploy import DeployMixin
+from ..utils.ops import add_drop_path
 from .mlp import PartialNetMLP
 
 
@@ -18,6 +19,8 @@ class PartialNetBlock(DeployMixin, nn.Module):
     that does (PAT_sf, ``mixer.residual``) it computes ``y = mixer(x)`` (``= x + mix(x)``) and
     ``y + drop_path(mlp(y))``.
 
+    Training form: the residual and the drop path as one operation
+    (:func:`~..utils.ops.add_drop_path`; the authors' form adds after mmcv's ``DropPath``).
     Deploy form: no drop path, and the MLP adds the residual into its own output.
 
     Args:
@@ -31,6 +34,8 @@ class PartialNetBlock(DeployMixin, nn.Module):
         with_cp (bool): Activation checkpointing in training. Defaults to False.
         deploy (bool): Build the inference form. Defaults to False.
     """
+
+    naive = False  # the authors' formulation; see set_naive_forward
 
     def __init__(self, spatial_mixing: nn.Module, channels: int, mlp_ratio: float,
                  drop_path: float, act_cfg: dict, norm_cfg: dict,
@@ -58,7 +63,10 @@ class PartialNetBlock(DeployMixin, nn.Module):
         shortcut = y if self.mixing_residual else x
         if self.deploy:
             return self.mlp(y, residual=shortcut)
-        return shortcut + self.drop_path(self.mlp(y))
+        out = self.mlp(y)
+        if self.naive or not (self.training and isinstance(self.drop_path, DropPath)):
+            return shortcut + self.drop_path(out)
+        return add_drop_path(shortcut, out, self.drop_path.drop_prob)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.with_cp and self.training and x.requires_grad:

@@ -96,6 +96,22 @@ def pointwise_conv_add(x: torch.Tensor, conv: nn.Conv2d,
     return out.view(batch, -1, height, width)
 
 
+def add_drop_path(shortcut: torch.Tensor, x: torch.Tensor, drop_prob: float) -> torch.Tensor:
+    """``shortcut + DropPath(drop_prob)(x)`` in training (mmcv's and timm's stochastic depth),
+    as one ``addcmul``; differentiable.
+
+    The same random draw as ``mmcv.cnn.bricks.drop.drop_path`` (so a seeded run drops the
+    same samples), but one pass over ``x`` instead of three (divide, mask, add) and a backward
+    that scales the gradient once instead of twice.
+    """
+    if drop_prob == 0.:
+        return shortcut + x
+    keep_prob = 1 - drop_prob
+    shape = (x.shape[0], ) + (1, ) * (x.ndim - 1)
+    random_tensor = keep_prob + torch.rand(shape, dtype=x.dtype, device=x.device)
+    return torch.addcmul(shortcut, x, random_tensor.floor_().div_(keep_prob))
+
+
 def activation_(x: torch.Tensor, act: nn.Module) -> torch.Tensor:
     """``act(x)`` written into ``x`` (a tensor the caller owns), for inference.
 
