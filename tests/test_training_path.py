@@ -39,6 +39,16 @@ def one_step(model, x, weights):
             {n: b.clone() for n, b in model.named_buffers()})
 
 
+def assert_same_outputs_and_gradients(arch, outs_o, outs_n, grads_o, grads_n):
+    """Equal to float64 round-off: outputs absolutely, gradients relative to their scale."""
+    for a, b in zip(outs_o, outs_n):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+    scale = max(g.abs().max() for g in grads_n.values())
+    for name, grad in grads_n.items():
+        torch.testing.assert_close(grads_o[name], grad, rtol=1e-7, atol=1e-9 * scale,
+                                   msg=f'{arch}: gradient of {name}')
+
+
 @pytest.mark.parametrize('arch', ALL_ARCHS)
 def test_training_path_equals_the_naive_form(arch):
     torch.manual_seed(0)
@@ -51,12 +61,7 @@ def test_training_path_equals_the_naive_form(arch):
     (outs_n, grads_n, bufs_n), (outs_o, grads_o, bufs_o) = (
         one_step(naive, x, weights), one_step(ours, x, weights))
     assert all(o.is_contiguous() for o in outs_o)  # NCHW out, channels-last inside
-    for a, b in zip(outs_o, outs_n):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
-    scale = max(g.abs().max() for g in grads_n.values())
-    for name, grad in grads_n.items():
-        torch.testing.assert_close(grads_o[name], grad, rtol=1e-7, atol=1e-9 * scale,
-                                   msg=f'{arch}: gradient of {name}')
+    assert_same_outputs_and_gradients(arch, outs_o, outs_n, grads_o, grads_n)
     for name, buf in bufs_n.items():
         torch.testing.assert_close(bufs_o[name], buf, rtol=1e-9, atol=1e-12,
                                    msg=f'{arch}: {name}')
@@ -100,9 +105,4 @@ def test_stochastic_depth_drops_the_same_samples(arch):
     torch.manual_seed(2)  # another draw drops other samples: the comparison can fail
     outs_other, _, _ = one_step(copy.deepcopy(naive), x, weights)
     assert any((a - b).abs().max() > 1e-3 for a, b in zip(outs_other, outs_n))
-    for a, b in zip(outs_o, outs_n):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
-    scale = max(g.abs().max() for g in grads_n.values())
-    for name, grad in grads_n.items():
-        torch.testing.assert_close(grads_o[name], grad, rtol=1e-7, atol=1e-9 * scale,
-                                   msg=f'{arch}: gradient of {name}')
+    assert_same_outputs_and_gradients(arch, outs_o, outs_n, grads_o, grads_n)
