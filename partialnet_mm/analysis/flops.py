@@ -12,7 +12,7 @@ import torch.nn as nn
 from mmengine.analysis import FlopAnalyzer, parameter_count
 from mmengine.analysis.jit_handles import get_shape
 
-from ..models.utils.naive import set_naive_forward
+from ..models.utils.naive import naive_forward
 from ..runner.config import config_scope, load_config, scope_of
 from .models import (build_arch_model, build_config_model, default_input_shape,
                      synthetic_data_samples)
@@ -38,21 +38,21 @@ def count_flops(model: nn.Module, inputs: tuple) -> dict:
     """Parameters and FLOPs of ``model(*inputs)`` through mmengine's analysis (jit trace).
 
     FLOPs follow the fvcore/mmengine convention papers use: one multiply-add is one FLOP.
-    The network is traced in the authors' formulation (``set_naive_forward``; the model is
-    switched in place), so the count is the architecture's, as papers report it, not that
-    of an implementation trick (e.g. the training path's analytic BatchNorm, whose
+    The network is traced in the authors' formulation (:func:`naive_forward`; the model is
+    left in the form it had), so the count is the architecture's, as papers report it, not
+    that of an implementation trick (e.g. the training path's analytic BatchNorm, whose
     statistics the tracer does not see).
 
     Returns:
         dict: ``params``, ``flops`` (with attention), ``attention_flops`` (the
         ``scaled_dot_product_attention`` part mmengine alone would miss), ``analyzer``.
     """
-    set_naive_forward(model)
     analyzer = FlopAnalyzer(model, inputs)
     analyzer.set_op_handle('aten::scaled_dot_product_attention', sdpa_flop_jit)
     analyzer.unsupported_ops_warnings(False)
     analyzer.uncalled_modules_warnings(False)
-    by_operator = analyzer.by_operator()
+    with naive_forward(model):
+        by_operator = analyzer.by_operator()  # traces once; later queries read the result
     return dict(params=parameter_count(model)[''], flops=analyzer.total(),
                 attention_flops=by_operator.get('scaled_dot_product_attention', 0),
                 analyzer=analyzer)

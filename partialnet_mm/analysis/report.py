@@ -18,8 +18,8 @@ def cpu_name() -> str:
     return name
 
 
-# glibc's malloc settings that change CPU step times (see docs/benchmarks.md, "Where the time
-# goes"); a table measured under them says so in its header
+# glibc's malloc settings that change CPU step times (docs/benchmarks.md, "The host
+# allocator"); a table measured under them says so in its header
 MALLOC_ENV = ('MALLOC_MMAP_MAX_', 'MALLOC_MMAP_THRESHOLD_', 'MALLOC_TRIM_THRESHOLD_',
               'MALLOC_TOP_PAD_', 'GLIBC_TUNABLES')
 

@@ -6,6 +6,9 @@ class attribute ``naive = False``; with ``naive = True`` they compute it the aut
 the same outputs and gradients up to float round-off; ``tools/benchmark.py --train`` times
 them side by side and ``tests/test_training_path.py`` compares their gradients.
 """
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch.nn as nn
 
 
@@ -15,3 +18,16 @@ def set_naive_forward(model: nn.Module, naive: bool = True) -> nn.Module:
         if hasattr(type(module), 'naive'):
             module.naive = naive
     return model
+
+
+@contextmanager
+def naive_forward(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in the authors' formulation inside the ``with`` block; on leaving it, every
+    layer gets back the form it had."""
+    before = {m: m.naive for m in model.modules() if hasattr(type(m), 'naive')}
+    set_naive_forward(model)
+    try:
+        yield model
+    finally:
+        for module, naive in before.items():
+            module.naive = naive
