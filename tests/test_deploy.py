@@ -10,16 +10,18 @@ import pytest
 import torch
 import torch.nn as nn
 from conftest import ROOT, data_root_options
+from mmengine.analysis import FlopAnalyzer
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from partialnet_mm import PartialNet, switch_to_deploy
 from partialnet_mm.analysis import build_arch_model, switch_model_to_deploy
 from partialnet_mm.analysis.benchmark import benchmark_inference, format_table, model_sources
 from partialnet_mm.analysis.flops import format_table as flops_table
-from partialnet_mm.analysis.flops import measure
+from partialnet_mm.analysis.flops import count_flops, measure
 from partialnet_mm.analysis.report import MALLOC_ENV, machine_description
 from partialnet_mm.apis import test as run_test
 from partialnet_mm.deploy import export_onnx, fold_checkpoint
+from partialnet_mm.models import set_naive_forward
 from partialnet_mm.models.layers import (EuclideanRelativePositionBias, PartialNetBlock,
                                          build_mixer)
 from partialnet_mm.runner import load_config
@@ -171,8 +173,6 @@ def test_fused_classifier_equals_unfused():
 
 def test_switch_to_deploy_contract():
     model = randomize_inference_state(PartialNet(arch='t0'))
-    with pytest.raises(RuntimeError, match=r'call model.eval\(\) first'):
-        model.switch_to_deploy()  # a fresh module is in training mode
     model.eval()
     with pytest.raises(ValueError, match=r"memory_format must be one of \('auto'"):
         model.switch_to_deploy('nhwc')
@@ -316,6 +316,18 @@ def test_flops(capsys):
     assert seg['flops'] > t0['flops'] and seg['attention_flops'] == t0['attention_flops']
     assert re.search(r'\| t0 classifier +\| 224x224 +\| 3\.486 M +\| 0\.23\d G',
                      flops_table(rows))
+
+
+def test_flops_are_counted_on_the_authors_form_and_the_model_keeps_its_own():
+    model = PartialNet(arch='t0').eval()
+    x = torch.randn(1, 3, 224, 224)
+    authors = FlopAnalyzer(set_naive_forward(copy.deepcopy(model)), (x, ))
+    ours = FlopAnalyzer(copy.deepcopy(model), (x, ))
+    assert ours.total() != authors.total()  # the tracer sees the two forms differently
+    counted = count_flops(model, (x, ))
+    # mmengine alone does not count scaled_dot_product_attention
+    assert counted['flops'] - counted['attention_flops'] == authors.total()
+    assert not any(m.naive for m in model.modules() if hasattr(type(m), 'naive'))
 
 
 def test_installed_config_paths():

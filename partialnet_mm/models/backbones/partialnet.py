@@ -396,9 +396,10 @@ class PartialNet(BaseModule):
         and its iRPE bias gathered once per feature size. The output norms ``norm{i}`` stay.
         The result equals ``PartialNet(..., deploy=True)`` with the folded state dict.
 
-        Inference only, and final: call it in eval mode, after loading the weights (the
-        folded model has other state-dict keys). The model refuses ``train()`` afterwards.
-        Calling it again only changes ``memory_format``.
+        Inference only, and final: call it after loading the weights (the folded model has
+        other state-dict keys), in either mode (mmdeploy calls it before ``model.eval()``);
+        the backbone is left in eval mode and refuses ``train()`` afterwards. Calling it
+        again only changes ``memory_format``.
 
         Args:
             memory_format (str): Layout the folded model computes in: ``'channels_last'``,
@@ -416,6 +417,7 @@ class PartialNet(BaseModule):
             switch_to_deploy(self)
             self.requires_grad_(False)
             self.deploy = True
+            self.train(False)  # the output norms too: the folded backbone only infers
         self.deploy_memory_format = memory_format
         return self
 

@@ -18,6 +18,12 @@ class DeployMixin:
     the module's own layers (e.g. a BatchNorm folded into the convolution before it) so that
     the module computes the same function. A deploy module refuses training mode: its
     BatchNorms are gone.
+
+    Folding does not require eval mode: it reads the running statistics, which only a
+    training *forward* changes, and tools call it in either order (mmdeploy's
+    ``BaseTask.build_pytorch_model`` calls ``backbone.switch_to_deploy()`` before
+    ``model.eval()``, as for RepVGG/MobileOne). The folded module is put in eval mode, since
+    it has no training form.
     """
 
     deploy: bool = False
@@ -26,16 +32,13 @@ class DeployMixin:
         raise NotImplementedError
 
     def switch_to_deploy(self) -> None:
-        """Fold this module into its inference form, in place (eval mode, weights loaded)."""
+        """Fold this module into its inference form, in place (after loading the weights);
+        the module is left in eval mode."""
         if self.deploy:
             return
-        if self.training:
-            raise RuntimeError(
-                f'{type(self).__name__}.switch_to_deploy() is for inference: call .eval() '
-                f'first (deploy folds the BatchNorms\' running statistics, which training '
-                f'would keep updating).')
         self._fold()
         self.deploy = True
+        nn.Module.train(self, False)
         for param in self.parameters():
             param.requires_grad_(False)
 
@@ -66,12 +69,9 @@ def switch_to_deploy(model: nn.Module) -> nn.Module:
 
     Each module folds only what it owns, so the order does not matter; modules without an
     inference form (e.g. a DPConv mixer before its export) are left as they are and still
-    compute their own function.
+    compute their own function. The folded modules are left in eval mode, whatever mode
+    ``model`` was in.
     """
-    if model.training:
-        raise RuntimeError('switch_to_deploy() is for inference: call model.eval() first '
-                           '(deploy folds the BatchNorms\' running statistics, which '
-                           'training would keep updating).')
     for module in deploy_modules(model):  # a snapshot: folding replaces children
         module.switch_to_deploy()
     return model
