@@ -5,9 +5,13 @@ import os.path as osp
 import pickle
 
 import pytest
+import torch
+import torch.nn as nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from partialnet_mm.apis import test as run_test
 from partialnet_mm.apis import train
+from partialnet_mm.models.layers import EuclideanRelativePositionBias
 from partialnet_mm.runner import data_root_options  # noqa: F401  (used by the tests)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -57,3 +61,32 @@ def train_and_retest(config, work_dir, options, metric_keys, tmp_path):
         assert metrics[key] == pytest.approx(logged[key], abs=1e-6), key
     with open(dump, 'rb') as f:
         return metrics, pickle.load(f)
+
+
+def randomize_inference_state(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial values for everything fusion folds: BN statistics and affines, LayerNorm
+    affines, iRPE tables (convolutions keep PyTorch's default init, which is not tiny)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, _BatchNorm):
+                n = m.num_features
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.5)
+                m.running_var.copy_(torch.rand(n, generator=g) * 2 + 0.1)
+                m.weight.copy_(torch.randn(n, generator=g))
+                m.bias.copy_(torch.randn(n, generator=g) * 0.5)
+            elif isinstance(m, nn.LayerNorm):
+                m.weight.copy_(1 + torch.randn(m.weight.shape, generator=g) * 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.5)
+            elif isinstance(m, EuclideanRelativePositionBias):
+                m.bias_table.copy_(torch.randn(m.bias_table.shape, generator=g))
+    return model
+
+
+def assert_outputs_close(got, expected, rtol, what):
+    assert len(got) == len(expected), what
+    for i, (a, b) in enumerate(zip(got, expected)):
+        assert a.shape == b.shape, f'{what}[{i}]: {a.shape} vs {b.shape}'
+        err = (a - b).abs().max().item()
+        scale = b.abs().max().item()
+        assert err <= rtol * scale, f'{what}[{i}]: max|diff| {err:.3g} > {rtol} * {scale:.3g}'

@@ -9,7 +9,7 @@ import re
 import pytest
 import torch
 import torch.nn as nn
-from conftest import ROOT, data_root_options
+from conftest import ROOT, assert_outputs_close, data_root_options, randomize_inference_state
 from mmengine.analysis import FlopAnalyzer
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -42,35 +42,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def randomize_inference_state(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial values for everything fusion folds: BN statistics and affines, LayerNorm
-    affines, iRPE tables (convolutions keep PyTorch's default init, which is not tiny)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, _BatchNorm):
-                n = m.num_features
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.5)
-                m.running_var.copy_(torch.rand(n, generator=g) * 2 + 0.1)
-                m.weight.copy_(torch.randn(n, generator=g))
-                m.bias.copy_(torch.randn(n, generator=g) * 0.5)
-            elif isinstance(m, nn.LayerNorm):
-                m.weight.copy_(1 + torch.randn(m.weight.shape, generator=g) * 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.5)
-            elif isinstance(m, EuclideanRelativePositionBias):
-                m.bias_table.copy_(torch.randn(m.bias_table.shape, generator=g))
-    return model
-
-
-def assert_outputs_close(got, expected, rtol, what):
-    assert len(got) == len(expected), what
-    for i, (a, b) in enumerate(zip(got, expected)):
-        assert a.shape == b.shape, f'{what}[{i}]: {a.shape} vs {b.shape}'
-        err = (a - b).abs().max().item()
-        scale = b.abs().max().item()
-        assert err <= rtol * scale, f'{what}[{i}]: max|diff| {err:.3g} > {rtol} * {scale:.3g}'
 
 
 def fused_copy(model: PartialNet, memory_format: str = 'auto') -> PartialNet:

@@ -65,9 +65,13 @@ class PartialChannelAttention(DeployMixin, nn.Module):
             self.register_buffer('out_scale', torch.ones(channels))
             self.register_buffer('out_shift', torch.zeros(channels))
         else:
-            self.gate_conv = nn.Conv2d(channels, channels, kernel_size=(1, 2), bias=False)
+            # The norms are registered before the convolution: mmcv's fuse_conv_bn folds a
+            # BatchNorm into the Conv2d registered before it among its siblings, and the
+            # gate convolution is computed here as a linear layer from its weight alone (a
+            # bias mmcv gave it would be ignored). switch_to_deploy() folds this module.
             self.gate_norm = build_norm_layer(norm_cfg, channels)[1]
             self.norm = build_norm_layer(norm_cfg, channels)[1]
+            self.gate_conv = nn.Conv2d(channels, channels, kernel_size=(1, 2), bias=False)
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """The (B, C, 1, 1) channel gate of ``x`` (training form)."""

@@ -41,9 +41,13 @@ class PATSpatial(nn.Module):
         if deploy:
             self.register_buffer('gate_shift', torch.zeros(self.gate_channels))
             return
-        self.gate_conv = nn.Conv2d(self.gate_channels, 1, 1, bias=False)
+        # The norms are registered before the convolutions: mmcv's fuse_conv_bn folds a
+        # BatchNorm into the Conv2d registered before it among its siblings, and neither norm
+        # reads a convolution's output here (gate_norm normalises the gated half, proj_norm
+        # comes before proj). fold_into() folds this module.
         self.gate_norm = build_norm_layer(norm_cfg, self.gate_channels)[1]
         self.proj_norm = build_norm_layer(norm_cfg, self.proj_channels)[1]
+        self.gate_conv = nn.Conv2d(self.gate_channels, 1, 1, bias=False)
         self.proj = nn.Conv2d(self.proj_channels, self.proj_channels, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -5,6 +5,17 @@ A module that has a faster inference form subclasses :class:`DeployMixin`. It ta
 with ``strict=True``), and its :meth:`~DeployMixin.switch_to_deploy` turns a trained module
 into the same form in place, folding only what it owns. :func:`switch_to_deploy` applies them
 all, in any order, to a whole model.
+
+mmcv's ``fuse_conv_bn`` (what mmdet's ``benchmark.py --fuse-conv-bn`` and many users'
+scripts call) folds every BatchNorm into the ``Conv2d`` registered before it among its
+parent's children, whether or not the norm reads that convolution's output. The layers are
+written so that this is exact: where a norm reads the convolution before it (the stem and
+merging layers, the MLP's ``fc1``/``norm``) mmcv's fold is the one :meth:`DeployMixin._fold`
+makes, and the folds accept its result (an ``nn.Identity`` norm); where a norm does not
+(PAT_ch's gate and post-gating norms, PAT_sp) the norms are registered before the
+convolutions, so mmcv finds no pair there and leaves them to ``switch_to_deploy()``.
+Reordering rather than overriding keeps the state-dict keys, and leaves mmcv's speed-up
+where it is correct. ``tests/test_stack_tools.py`` compares the outputs before and after.
 """
 from typing import List
 

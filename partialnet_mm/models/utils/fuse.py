@@ -11,16 +11,23 @@ import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 
-def norm_affine(norm: nn.Module) -> Tuple[torch.Tensor, torch.Tensor]:
+def norm_affine(norm: nn.Module,
+                num_features: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """An eval-mode BatchNorm as a per-channel affine map ``y = x * scale + shift``.
 
     Args:
         norm (nn.Module): A BatchNorm layer (``nn.BatchNorm*d``, mmcv's ``SyncBN``) with
-            running statistics.
+            running statistics, or the ``nn.Identity`` that mmcv's ``fuse_conv_bn`` leaves
+            where it folded a BatchNorm into the convolution before it (then
+            ``num_features`` gives the width).
+        num_features (int, optional): Channels of an ``nn.Identity`` norm.
 
     Returns:
         tuple[Tensor, Tensor]: ``(scale, shift)``, float64, shape ``(num_features,)``.
     """
+    if isinstance(norm, nn.Identity) and num_features is not None:
+        scale = torch.ones(num_features, dtype=torch.float64)
+        return scale, torch.zeros_like(scale)
     if not isinstance(norm, _BatchNorm):
         raise TypeError(f'only BatchNorm layers can be folded, got {type(norm).__name__}; '
                         f'deploy fusion supports norm_cfg of the BN family')
@@ -68,7 +75,8 @@ def fuse_conv_norm(conv: nn.Conv2d, norm: nn.Module) -> nn.Conv2d:
     Returns:
         nn.Conv2d: The fused convolution.
     """
-    scale, shift = norm_affine(norm)
+    scale, shift = norm_affine(norm, conv.out_channels)
+    scale, shift = scale.to(conv.weight.device), shift.to(conv.weight.device)
     if scale.numel() != conv.out_channels:
         raise ValueError(f'norm has {scale.numel()} channels, conv outputs '
                          f'{conv.out_channels}')
