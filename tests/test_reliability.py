@@ -17,6 +17,7 @@ from partialnet_mm.checkpoint import CheckpointError
 from partialnet_mm.demo_data import make_ade20k_demo, make_coco_demo, make_imagenet_demo
 from partialnet_mm.engine import NonFiniteLossError
 from partialnet_mm.runner import DataError
+from partialnet_mm.runner.launch import torchrun_env_from_slurm
 
 SEG_DEMO = osp.join(ROOT, 'configs', 'demo', 'fpn_partialnet_t0_demo.py')
 DET_DEMO = osp.join(ROOT, 'configs', 'demo', 'mask_rcnn_partialnet_t0_demo.py')
@@ -353,3 +354,72 @@ def test_a_second_run_in_one_process_gets_its_own_visualizer(tmp_path):
     unused = Config(dict(visualizer=dict(type='SegLocalVisualizer', name=name + '_unused')))
     own_visualizer(unused)
     assert unused.visualizer.name == name + '_unused'
+
+
+FAKE_SRUN = r'''#!/usr/bin/env bash
+# srun stand-in: records its arguments, then starts --ntasks copies of the command with the
+# variables srun gives each task
+echo "$@" >"$SRUN_RECORD"
+ntasks=1
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --ntasks=*) ntasks="${1#--ntasks=}"; shift ;;
+    -p) shift 2 ;;
+    -*) shift ;;
+    *) break ;;
+  esac
+done
+pids=()
+for ((i = 0; i < ntasks; i++)); do
+  SLURM_PROCID=$i SLURM_LOCALID=$i SLURM_NTASKS=$ntasks SLURM_NODELIST='node[1]' "$@" &
+  pids+=($!)
+done
+status=0
+for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
+exit $status
+'''
+FAKE_SCONTROL = '#!/usr/bin/env bash\necho 127.0.0.1\n'
+
+
+@pytest.mark.slow
+def test_slurm_train_and_test_scripts_on_two_cpu_tasks(tmp_path):
+    """tools/slurm_train.sh / slurm_test.sh as a Slurm job of two tasks (srun and scontrol
+    stand-ins): each task joins the job's process group from srun's variables."""
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    for name, text in (('srun', FAKE_SRUN), ('scontrol', FAKE_SCONTROL)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    data_root = str(tmp_path / 'imagenet_demo')
+    make_imagenet_demo(data_root, num_train_per_class=2, num_val_per_class=1)
+    record = tmp_path / 'srun_args'
+    env = dict(tool_env(), GPUS='2', GPUS_PER_NODE='2', MASTER_PORT='29613',
+               SRUN_RECORD=str(record))
+    env['PATH'] = str(bin_dir) + os.pathsep + env['PATH']
+    options = ['--cfg-options', *data_root_options(data_root), 'train_cfg.max_epochs=1',
+               'train_dataloader.batch_size=2', 'val_dataloader.batch_size=2',
+               'test_dataloader.batch_size=2']
+    work = tmp_path / 'work'
+    result = subprocess.run(['bash', osp.join(ROOT, 'tools', 'slurm_train.sh'), 'dev', 'cls',
+                             CLS_DEMO, str(work), *options], env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    srun_args = record.read_text()
+    assert '-p dev --job-name=cls --gres=gpu:2 --ntasks=2' in srun_args
+    assert '--launcher=slurm' in srun_args
+    log = result.stdout + result.stderr
+    assert 'Distributed training: True' in log and 'GPU number: 2' in log
+    assert (work / 'epoch_1.pth').is_file()
+    result = subprocess.run(['bash', osp.join(ROOT, 'tools', 'slurm_test.sh'), 'dev', 'cls',
+                             CLS_DEMO, str(work / 'epoch_1.pth'), '--work-dir',
+                             str(tmp_path / 'test'), *options], env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert 'accuracy/top1' in result.stdout + result.stderr
+
+
+def test_slurm_launcher_without_srun_names_the_script(monkeypatch):
+    for key in ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST'):
+        monkeypatch.delenv(key, raising=False)
+    with pytest.raises(DataError, match='slurm_train.sh'):
+        torchrun_env_from_slurm()

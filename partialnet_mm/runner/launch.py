@@ -1,6 +1,7 @@
 """Adapting a config to a machine without GPUs: fp32 for AMP configs, CPU distributed runs."""
 import argparse
 import os
+import subprocess
 import warnings
 
 import torch
@@ -29,17 +30,20 @@ def fp32_without_gpu(cfg) -> bool:
 def setup_cpu_distributed(cfg, launcher: str) -> bool:
     """Make a distributed launch work without GPUs; True if it did anything.
 
-    mmengine's ``pytorch`` launcher calls ``torch.cuda.set_device`` and wraps the model in DDP
-    with ``device_ids=[LOCAL_RANK]``; both need GPUs. Without CUDA we join the process group
-    with gloo ourselves (mmengine then skips its own initialisation) and wrap the model in
+    mmengine's ``pytorch`` and ``slurm`` launchers call ``torch.cuda.set_device`` and wrap the
+    model in DDP with ``device_ids=[LOCAL_RANK]``; both need GPUs. Without CUDA we join the
+    process group with gloo ourselves (srun's variables read as mmengine reads them) (mmengine then skips its own initialisation) and wrap the model in
     :class:`~partialnet_mm.engine.distributed.CPUDistributedDataParallel`, which also makes
     SyncBN layers work on CPU.
     """
     if launcher == 'none' or torch.cuda.is_available():
         return False
-    if launcher != 'pytorch':
+    if launcher not in ('pytorch', 'slurm'):
         raise DataError(f'--launcher {launcher} needs GPUs here; on CPUs launch with torchrun '
-                        f'(tools/dist_train.sh / tools/dist_test.sh)')
+                        f'(tools/dist_train.sh / tools/dist_test.sh) or srun '
+                        f'(tools/slurm_train.sh / tools/slurm_test.sh)')
+    if launcher == 'slurm':
+        torchrun_env_from_slurm()
     init_cpu_distributed()
     cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
     wrapper = dict(cfg.get('model_wrapper_cfg') or {})
@@ -48,6 +52,32 @@ def setup_cpu_distributed(cfg, launcher: str) -> bool:
     wrapper.setdefault('find_unused_parameters', cfg.get('find_unused_parameters', False))
     cfg.model_wrapper_cfg = wrapper
     return True
+
+
+def torchrun_env_from_slurm(default_port: int = 29500) -> None:
+    """Set torchrun's variables from srun's, as mmengine's slurm launcher does before it
+    picks a GPU: ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` from ``SLURM_PROCID``/``SLURM_NTASKS``/
+    ``SLURM_LOCALID``, ``MASTER_ADDR`` the job's first node (``scontrol show hostnames``)
+    unless set, ``MASTER_PORT`` ``default_port`` unless set."""
+    missing = [k for k in ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST')
+               if k not in os.environ]
+    if missing:
+        raise DataError(f'--launcher slurm needs srun\'s environment ({missing} missing): '
+                        f'start with tools/slurm_train.sh / tools/slurm_test.sh')
+    os.environ['RANK'] = os.environ['SLURM_PROCID']
+    os.environ['WORLD_SIZE'] = os.environ['SLURM_NTASKS']
+    os.environ['LOCAL_RANK'] = os.environ.get('SLURM_LOCALID', '0')
+    if 'MASTER_ADDR' not in os.environ:
+        try:
+            hosts = subprocess.run(
+                ['scontrol', 'show', 'hostnames', os.environ['SLURM_NODELIST']],
+                check=True, capture_output=True, text=True).stdout.split()
+        except (OSError, subprocess.CalledProcessError) as err:
+            raise DataError(f'--launcher slurm: cannot resolve the master node of '
+                            f'SLURM_NODELIST={os.environ["SLURM_NODELIST"]!r} with scontrol '
+                            f'({err}); set MASTER_ADDR') from None
+        os.environ['MASTER_ADDR'] = hosts[0]
+    os.environ.setdefault('MASTER_PORT', str(default_port))
 
 
 def add_launch_arguments(parser) -> None:
