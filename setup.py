@@ -3,8 +3,9 @@ import os
 import os.path as osp
 import shutil
 
-from setuptools import find_packages, setup
+from setuptools import Command, find_packages, setup
 from setuptools.command.build_py import build_py
+from setuptools.command.develop import develop
 
 HERE = osp.dirname(osp.abspath(__file__))
 # What OpenMMLab packages ship beside their code, in <package>/.mim (where mim and
@@ -13,32 +14,83 @@ MIM_FILES = ('configs', 'tools', 'model-index.yml')
 NOT_SHIPPED = shutil.ignore_patterns('__pycache__', '*.pyc')
 
 
-class BuildWithMimFiles(build_py):
-    """``build_py`` that also copies :data:`MIM_FILES` into ``partialnet_mm/.mim``.
+def link_mim_files() -> None:
+    """``partialnet_mm/.mim/{configs,tools,model-index.yml}`` as links to the checkout's own,
+    for editable installs: mim runs ``<package>/.mim/tools/train.py`` and reads the model
+    index there (mmdet's develop mode links them the same way). Relative links, so a moved
+    checkout keeps them; ignored by git."""
+    target = osp.join(HERE, 'partialnet_mm', '.mim')
+    os.makedirs(target, exist_ok=True)
+    for name in MIM_FILES:
+        link = osp.join(target, name)
+        if osp.islink(link) or osp.isfile(link):
+            os.remove(link)
+        elif osp.isdir(link):
+            shutil.rmtree(link)
+        os.symlink(osp.join('..', '..', name), link)
 
-    Done at build time into the build directory, so wheels (``pip wheel .``) and
-    non-editable installs (``pip install .``) carry them and the source tree stays as it is
-    (mmdet's ``add_mim_extension`` copies them into the source package instead). Editable
-    installs need no copy: the package finds ``configs/`` next to itself.
+
+def copy_mim_files(build_lib: str) -> None:
+    """:data:`MIM_FILES` copied into ``partialnet_mm/.mim`` of the build directory."""
+    target = osp.join(build_lib, 'partialnet_mm', '.mim')
+    for name in MIM_FILES:
+        src, dst = osp.join(HERE, name), osp.join(target, name)
+        if not osp.exists(src):
+            raise FileNotFoundError(f'{src} is missing: the package ships it in .mim '
+                                    f'(model-index.yml: python tools/make_model_index.py)')
+        if osp.islink(dst) or osp.isfile(dst):
+            os.remove(dst)
+        elif osp.isdir(dst):
+            shutil.rmtree(dst)
+        os.makedirs(target, exist_ok=True)
+        if osp.isdir(src):
+            shutil.copytree(src, dst, ignore=NOT_SHIPPED)
+        else:
+            shutil.copyfile(src, dst)
+
+
+class BuildWithMimFiles(build_py):
+    """``build_py`` that also puts :data:`MIM_FILES` into ``partialnet_mm/.mim``.
+
+    Wheels (``pip wheel .``) and non-editable installs (``pip install .``) get copies in the
+    build directory, so the source tree stays as it is; editable installs (PEP 660) get links
+    in the source package (:func:`link_mim_files`).
     """
 
     def run(self):
         super().run()
-        if self.editable_mode:
-            return
-        target = osp.join(self.build_lib, 'partialnet_mm', '.mim')
-        for name in MIM_FILES:
-            src, dst = osp.join(HERE, name), osp.join(target, name)
-            if not osp.exists(src):
-                raise FileNotFoundError(f'{src} is missing: the package ships it in .mim '
-                                        f'(model-index.yml: python tools/make_model_index.py)')
-            if osp.isdir(dst):
-                shutil.rmtree(dst)
-            os.makedirs(target, exist_ok=True)
-            if osp.isdir(src):
-                shutil.copytree(src, dst, ignore=NOT_SHIPPED)
-            else:
-                shutil.copyfile(src, dst)
+        # setuptools < 64 (e.g. the 60.2 that openmim's openxlab pins) has no editable_mode;
+        # its editable installs go through `develop` below
+        if getattr(self, 'editable_mode', False):
+            link_mim_files()
+        else:
+            copy_mim_files(self.build_lib)
+
+
+class LinkMimFiles(Command):
+    """``python setup.py mim_links``: the :func:`link_mim_files` links, alone (used by
+    ``tools/setup_env.sh`` for its editable install)."""
+
+    description = 'link configs/, tools/ and model-index.yml into partialnet_mm/.mim'
+    user_options = []
+
+    def initialize_options(self):
+        pass
+
+    def finalize_options(self):
+        pass
+
+    def run(self):
+        link_mim_files()
+
+
+class DevelopWithMimFiles(develop):
+    """``setup.py develop`` (pip's editable install with setuptools < 64) with the .mim
+    links."""
+
+    def run(self):
+        super().run()
+        link_mim_files()
 
 
 def read_version():
@@ -67,6 +119,7 @@ setup(
     install_requires=read_requirements('runtime.txt'),
     extras_require={'tests': read_requirements('tests.txt')},
     license='Apache-2.0',
-    cmdclass={'build_py': BuildWithMimFiles},
+    cmdclass={'build_py': BuildWithMimFiles, 'develop': DevelopWithMimFiles,
+              'mim_links': LinkMimFiles},
     zip_safe=False,
 )

@@ -70,3 +70,83 @@ def test_installed_package_trains_a_demo_without_a_clone(wheel, tmp_path):
               cwd=str(work), env=env)
     assert 'coco/bbox_mAP' in log
     assert osp.isfile(work / 'work_dirs' / 'retinanet_partialnet_t0_demo' / 'epoch_1.pth')
+
+
+def mim(args, cwd, env=None):
+    """OpenMMLab's ``mim`` command (openmim, installed by tools/setup_env.sh)."""
+    pytest.importorskip('mim', reason='openmim is not installed (bash tools/setup_env.sh '
+                        'installs it)')
+    return run([sys.executable, '-m', 'mim', *args], cwd=cwd, env=env)
+
+
+def mim_train_and_test(cwd, env, work_dir, expected_tools_dir):
+    """``mim train``/``mim test partialnet_mm`` on the classification demo (by config name,
+    which mim finds in the package's .mim/configs), and ``mim run`` of a project tool."""
+    run([sys.executable, '-c', 'from partialnet_mm.demo_data import make_imagenet_demo; '
+         "make_imagenet_demo('data/imagenet_demo', num_train_per_class=2, "
+         'num_val_per_class=1)'], cwd=cwd, env=env)
+    options = ['--cfg-options', 'train_cfg.max_epochs=1', 'train_dataloader.batch_size=4',
+               'val_dataloader.batch_size=4', 'test_dataloader.batch_size=4']
+    log = mim(['train', 'partialnet_mm', 'partialnet_t0_imagenet_demo.py', '--work-dir',
+               work_dir, *options], cwd=cwd, env=env)
+    assert osp.join(expected_tools_dir, 'train.py') in log  # the package's own tool ran
+    assert 'accuracy/top1' in log
+    checkpoint = osp.join(cwd, work_dir, 'epoch_1.pth')
+    assert osp.isfile(checkpoint)
+    log = mim(['test', 'partialnet_mm', 'partialnet_t0_imagenet_demo.py', '--checkpoint',
+               checkpoint, '--work-dir', work_dir + '_test', *options], cwd=cwd, env=env)
+    assert 'accuracy/top1' in log
+    log = mim(['run', 'partialnet_mm', 'get_flops', '--arch', 't0'], cwd=cwd, env=env)
+    assert osp.join(expected_tools_dir, 'get_flops.py') in log and 't0 classifier' in log
+
+
+@pytest.mark.slow
+def test_mim_on_the_editable_install(tmp_path):
+    """The README's install (tools/setup_env.sh): mim finds the checkout's tools through
+    partialnet_mm/.mim."""
+    pytest.importorskip('mim', reason='openmim is not installed (bash tools/setup_env.sh '
+                        'installs it)')
+    from mim.utils import get_installed_path
+    package = get_installed_path('partialnet_mm')
+    if osp.realpath(package) != osp.join(ROOT, 'partialnet_mm'):
+        pytest.skip(f'partialnet_mm is not installed from this checkout in the develop layout '
+                    f'tools/setup_env.sh makes (mim sees it at {package})')
+    env = dict(os.environ, PYTHONWARNINGS='ignore', OMP_NUM_THREADS='1')
+    mim_train_and_test(str(tmp_path), env, 'work', osp.join(package, '.mim', 'tools'))
+
+
+@pytest.mark.slow
+def test_mim_on_an_installed_wheel(wheel, tmp_path):
+    target = tmp_path / 'site'
+    run([sys.executable, '-m', 'pip', 'install', '--no-deps', '--target', str(target), wheel],
+        cwd=str(tmp_path))
+    work = tmp_path / 'elsewhere'
+    work.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(target), PYTHONWARNINGS='ignore',
+               OMP_NUM_THREADS='1')
+    mim_train_and_test(str(work), env, 'work',
+                       str(target / 'partialnet_mm' / '.mim' / 'tools'))
+
+
+@pytest.mark.slow
+def test_wheel_builds_with_the_setuptools_openmim_leaves(tmp_path):
+    """openmim's openxlab pins setuptools 60.2 (no ``editable_mode`` on build commands yet):
+    the build still works and still ships the .mim files."""
+    old = tmp_path / 'setuptools-60.2'
+    fetched = subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '--no-deps',
+                              '--target', str(old), 'setuptools==60.2.0'],
+                             capture_output=True, text=True, timeout=300)
+    if fetched.returncode != 0:
+        pytest.skip(f'setuptools 60.2.0 could not be installed from the package index: '
+                    f'{fetched.stderr[-300:]}')
+    env = dict(os.environ, PYTHONPATH=str(old))
+    out = tmp_path / 'wheel'
+    log = run([sys.executable, '-m', 'pip', 'wheel', ROOT, '--no-deps', '--no-build-isolation',
+               '-v', '-w', str(out)], cwd=str(tmp_path), env=env)
+    assert 'setuptools' in log
+    (wheel, ) = glob.glob(str(out / 'partialnet_mm-*.whl'))
+    with zipfile.ZipFile(wheel) as archive:
+        assert 'partialnet_mm/.mim/tools/train.py' in archive.namelist()
+    version = run([sys.executable, '-c', 'import setuptools; print(setuptools.__version__)'],
+                  cwd=str(tmp_path), env=env)
+    assert version.strip().splitlines()[-1] == '60.2.0'  # the build ran with it

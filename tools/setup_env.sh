@@ -20,6 +20,7 @@ CACHE="${PARTIALNET_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/partialnet-mm}"
 TORCH_VERSION="${TORCH_VERSION:-2.14.1}"
 TORCHVISION_VERSION="${TORCHVISION_VERSION:-0.29.1}"
 MMCV_VERSION="${MMCV_VERSION:-2.1.0}"
+OPENMIM_VERSION="${OPENMIM_VERSION:-0.3.9}"
 # Everything except torch/torchvision/mmcv, pinned to the versions shown to work together.
 STACK=(
   "mmengine==0.10.7"
@@ -115,11 +116,27 @@ say "installing the OpenMMLab stack and partialnet_mm (editable)"
 CONSTRAINTS="$(mktemp)"
 printf 'torch==%s\ntorchvision==%s\nmmcv==%s\n' "$TORCH_VERSION" "$TORCHVISION_VERSION" "$MMCV_VERSION" >"$CONSTRAINTS"
 pip_install -c "$CONSTRAINTS" "${STACK[@]}" addict packaging pillow pyyaml yapf opencv-python
-pip_install -c "$CONSTRAINTS" --no-build-isolation -e "$ROOT"
+# openmim (OpenMMLab's `mim train/test/run`) without its opendatalab dependency, whose
+# openxlab pins setuptools 60.2 and would downgrade the build tools mmcv is built with; mim's
+# commands import neither (only `mim download --dataset` runs opendatalab's `odl`).
+pip_install -c "$CONSTRAINTS" --no-deps "openmim==$OPENMIM_VERSION"
+pip_install -c "$CONSTRAINTS" Click colorama model-index pandas requests rich tabulate
+
+# partialnet_mm itself, editable, in the develop layout: its metadata (partialnet_mm.egg-info)
+# in the checkout and the checkout on sys.path through a .pth file, the configs, tools and
+# model index linked into partialnet_mm/.mim. mim looks for a codebase's tools in
+# <where its metadata is>/<package>/.mim; after a PEP 660 `pip install -e .` that is
+# site-packages, where the package is not.
+SITE="$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+if ls "$SITE"/partialnet_mm-*.dist-info >/dev/null 2>&1; then
+  pip_quiet uninstall -y -q partialnet-mm  # a PEP 660 or wheel install: one copy only
+fi
+(cd "$ROOT" && "$VPY" setup.py -q egg_info mim_links 2>/dev/null)
+echo "$ROOT" >"$SITE/partialnet_mm-checkout.pth"
 rm -f "$CONSTRAINTS"
 
 "$VPY" - <<'EOF'
-import torch, torchvision, mmcv, mmcv.ops, mmengine, mmdet, mmseg, mmpretrain, partialnet_mm
+import torch, torchvision, mmcv, mmcv.ops, mmengine, mmdet, mmseg, mmpretrain, mim, partialnet_mm
 print('[setup_env] ready: torch %s, torchvision %s, mmcv %s, mmengine %s, mmdet %s, mmseg %s, '
       'mmpretrain %s, partialnet_mm %s' % (torch.__version__, torchvision.__version__,
       mmcv.__version__, mmengine.__version__, mmdet.__version__, mmseg.__version__,
