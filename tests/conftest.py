@@ -90,3 +90,14 @@ def assert_outputs_close(got, expected, rtol, what):
         err = (a - b).abs().max().item()
         scale = b.abs().max().item()
         assert err <= rtol * scale, f'{what}[{i}]: max|diff| {err:.3g} > {rtol} * {scale:.3g}'
+
+
+@pytest.fixture(scope='module')
+def one_torch_thread():
+    """One torch thread for a module of small models (faster than two threads fighting over
+    a CPU shared with other jobs), restored afterwards. Use with
+    ``pytestmark = pytest.mark.usefixtures('one_torch_thread')``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -34,14 +34,7 @@ PARITY_CASES = [('t0', (2, 3, 224, 224)), ('t1', (2, 3, 224, 224)), ('t2', (2, 3
 SPEC_T0_CLASSIFIER_PARAMS = 3486160  # SPEC.md, variants table
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """One torch thread for this module (small inputs; robust to a CPU shared with other jobs,
-    where two spinning threads slow each other down), restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def fused_copy(model: PartialNet, memory_format: str = 'auto') -> PartialNet:

@@ -36,13 +36,7 @@ DET_DEMO = osp.join(ROOT, 'configs', 'demo', 'mask_rcnn_partialnet_t0_dpconv_dem
 CLS_DEMO = osp.join(ROOT, 'configs', 'demo', 'partialnet_t0_imagenet_dpconv_demo.py')
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """The CPU is shared: small models run faster on one thread than fighting for two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def tiny_dpconv(**kwargs):

@@ -30,6 +30,19 @@ def wheel(tmp_path_factory):
     return wheels[0]
 
 
+def install_elsewhere(wheel, tmp_path):
+    """The wheel installed with ``pip install --no-deps --target``; returns that folder, a
+    work folder outside any checkout and the environment that imports the installed copy."""
+    target = tmp_path / 'site'
+    run([sys.executable, '-m', 'pip', 'install', '--no-deps', '--target', str(target), wheel],
+        cwd=str(tmp_path))
+    work = tmp_path / 'elsewhere'
+    work.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(target), PYTHONWARNINGS='ignore',
+               OMP_NUM_THREADS='1')
+    return target, work, env
+
+
 @pytest.mark.slow
 def test_wheel_carries_every_config_the_tools_and_the_model_index(wheel):
     with zipfile.ZipFile(wheel) as archive:
@@ -49,13 +62,7 @@ def test_wheel_carries_every_config_the_tools_and_the_model_index(wheel):
 def test_installed_package_trains_a_demo_without_a_clone(wheel, tmp_path):
     """docs/installation.md: the wheel installed elsewhere, run from a folder that is not a
     checkout, mmdet's own train.py on the config shipped inside the package."""
-    target = tmp_path / 'site'
-    run([sys.executable, '-m', 'pip', 'install', '--no-deps', '--target', str(target), wheel],
-        cwd=str(tmp_path))
-    work = tmp_path / 'elsewhere'
-    work.mkdir()
-    env = dict(os.environ, PYTHONPATH=str(target), PYTHONWARNINGS='ignore',
-               OMP_NUM_THREADS='1')
+    target, work, env = install_elsewhere(wheel, tmp_path)
     package = run([sys.executable, '-c', 'import partialnet_mm, os; '
                    'print(os.path.dirname(partialnet_mm.__file__))'], cwd=str(work),
                   env=env).strip().splitlines()[-1]
@@ -117,13 +124,7 @@ def test_mim_on_the_editable_install(tmp_path):
 
 @pytest.mark.slow
 def test_mim_on_an_installed_wheel(wheel, tmp_path):
-    target = tmp_path / 'site'
-    run([sys.executable, '-m', 'pip', 'install', '--no-deps', '--target', str(target), wheel],
-        cwd=str(tmp_path))
-    work = tmp_path / 'elsewhere'
-    work.mkdir()
-    env = dict(os.environ, PYTHONPATH=str(target), PYTHONWARNINGS='ignore',
-               OMP_NUM_THREADS='1')
+    target, work, env = install_elsewhere(wheel, tmp_path)
     mim_train_and_test(str(work), env, 'work',
                        str(target / 'partialnet_mm' / '.mim' / 'tools'))
 

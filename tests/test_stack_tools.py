@@ -24,12 +24,7 @@ from partialnet_mm.runner import load_config
 FUSED_RTOL = 1e-5  # max |after - before| <= FUSED_RTOL * max |before|, per output
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def count_norms(model: nn.Module) -> int:
