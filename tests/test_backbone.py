@@ -205,3 +205,26 @@ def test_bad_inputs_are_named(shape, match):
     model = PartialNet(arch=TINY)
     with pytest.raises(ValueError, match=match):
         model(torch.rand(*shape))
+
+
+def test_a_mixer_must_follow_the_mixer_contract():
+    """What the block, the deploy walker and checkpoint loading rely on is SpatialMixer's."""
+    from partialnet_mm.models import MIXERS, SpatialMixer
+
+    class NotAMixer(nn.Module):
+        residual = False
+
+        def __init__(self, channels, conv_channels):
+            super().__init__()
+
+    MIXERS.register_module(name='_NotAMixer', module=NotAMixer, force=True)
+    try:
+        with pytest.raises(TypeError, match=r"'_NotAMixer'.*is not a partialnet_mm.models."
+                                            r"SpatialMixer; subclass it"):
+            PartialNet(arch=TINY, mixer_cfgs=dict(type='_NotAMixer'))
+    finally:
+        MIXERS.module_dict.pop('_NotAMixer')
+    model = PartialNet(arch=TINY)
+    mixers = [b.spatial_mixing for s in model.stages for b in s.blocks]
+    assert all(isinstance(m, SpatialMixer) for m in mixers)
+    assert [m.residual for m in mixers][-1] is True and mixers[0].residual is False

@@ -27,6 +27,7 @@ from ...checkpoint import (AUTHORS_MARKER, OURS_MARKER, CheckpointError, backbon
 from ..archs import ARCH_SETTINGS, check_out_indices, parse_arch
 from ..layers import ConvNorm, PartialNetBlock, PartialNetStage, build_mixer
 from ..utils.deploy import switch_to_deploy
+from ..utils.mixer_contract import SpatialMixer
 from ..utils.ops import dense_channels_last_grad
 
 # The mixer of each stage when ``mixer_cfgs`` does not set one: PAT_ch, and PAT_sf last.
@@ -322,7 +323,7 @@ class PartialNet(BaseModule):
         ``_load_from_state_dict``.
         """
         adapts = tuple(f'{name}.' for name, m in self.named_modules()
-                       if getattr(m, 'adapts_state_dict', False))
+                       if isinstance(m, SpatialMixer) and m.adapts_state_dict)
         mismatched = [k for k, v in state_dict.items()
                       if k in own and v.shape != own[k].shape and not k.startswith(adapts)]
         unexpected = [k for k in state_dict if k not in own and not k.startswith(adapts)]
@@ -342,7 +343,7 @@ class PartialNet(BaseModule):
                 module = self.get_submodule('.'.join(parts[:depth]))
             except AttributeError:
                 continue
-            if hasattr(module, 'unexpected_key_hint'):
+            if isinstance(module, SpatialMixer):
                 return module.unexpected_key_hint('.'.join(parts[depth:]))
         return None
 
