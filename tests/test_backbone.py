@@ -190,6 +190,10 @@ def test_default_init_follows_the_authors():
     (dict(arch=dict(embed_dims=16, depths=(1, 1, 1, 1), num_heads=5)), r'5 heads cannot share'),
     (dict(arch='t0', out_indices=(0, 4)), r'out_indices \(0, 4\) out of range'),
     (dict(arch='t0', frozen_stages=5), r'frozen_stages must be in \[-1, 4\]'),
+    (dict(arch='t0', drop_path_rate=-0.1), r'drop_path_rate must be in \[0, 1\).*got -0\.1'),
+    (dict(arch='t0', drop_path_rate=1.0), r'drop_path_rate must be in \[0, 1\).*got 1\.0'),
+    (dict(arch=dict(embed_dims=16, depths=(1, 1, 1, 1), drop_path_rate=1.5)),
+     r"the arch's drop_path_rate must be in \[0, 1\).*got 1\.5"),
 ])
 def test_bad_arguments_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):

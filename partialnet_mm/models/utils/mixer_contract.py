@@ -2,7 +2,8 @@
 
 It lives here, beside the deploy contract, because three places outside the mixers rely on
 it: the block (``residual``), the deploy walker (``has_inference_form``,
-:mod:`.deploy`) and pretrained loading (``adapts_state_dict``, ``unexpected_key_hint``). The mixers themselves are in
+:mod:`.deploy`) and pretrained loading (``adapts_state_dict``, ``unexpected_key_hint``,
+:mod:`partialnet_mm.checkpoint.pretrained`). The mixers themselves are in
 :mod:`partialnet_mm.models.layers.mixers`.
 """
 from typing import Optional
