@@ -17,8 +17,8 @@ class PartialNetBlock(DeployMixin, nn.Module):
 
     With a mixer that does not carry its own residual (PConv, PAT_ch) the block computes
     ``x + drop_path(mlp(mixer(x)))`` (the mixer's output is not added on its own); with one
-    that does (PAT_sf, :attr:`SpatialMixer.residual`) it computes ``y = mixer(x)`` (``= x + mix(x)``) and
-    ``y + drop_path(mlp(y))``.
+    that does (PAT_sf, :attr:`SpatialMixer.residual`) it computes ``y = mixer(x)``
+    (``= x + mix(x)``) and ``y + drop_path(mlp(y))``.
 
     Training form: the residual and the drop path as one operation
     (:func:`~..utils.ops.add_drop_path`; the authors' form adds after mmcv's ``DropPath``).
