@@ -1,5 +1,9 @@
 _base_ = ['./_base_/cascade_mask_rcnn_partialnet_fpn_ms_3x_coco.py']
-from partialnet_mm.config_helpers import fpn_detector  # noqa: E402  (after _base_: a plain config)
 
-arch = 'm'
-model = fpn_detector(arch, _base_.backbone_out_indices)
+# PartialNet-M from its ImageNet weights; the FPN reads the widths of the four stages
+model = dict(
+    backbone=dict(
+        arch='m',
+        init_cfg=dict(type='Pretrained', prefix='backbone.',
+                      checkpoint='checkpoints/partialnet_m_in1k.pth')),
+    neck=dict(in_channels=[128, 256, 512, 1024]))

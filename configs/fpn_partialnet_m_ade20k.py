@@ -1,5 +1,9 @@
 _base_ = ['./_base_/fpn_partialnet_ade20k.py']
-from partialnet_mm.config_helpers import fpn_detector  # noqa: E402  (after _base_: a plain config)
 
-arch = 'm'
-model = fpn_detector(arch)  # Semantic FPN: the same backbone/neck wiring as the detectors
+# PartialNet-M from its ImageNet weights; the FPN reads the widths of the four stages
+model = dict(
+    backbone=dict(
+        arch='m',
+        init_cfg=dict(type='Pretrained', prefix='backbone.',
+                      checkpoint='checkpoints/partialnet_m_in1k.pth')),
+    neck=dict(in_channels=[128, 256, 512, 1024]))

@@ -1,5 +1,9 @@
 _base_ = ['./_base_/fpn_partialnet_ade20k.py']
-from partialnet_mm.config_helpers import fpn_detector  # noqa: E402  (after _base_: a plain config)
 
-arch = 's'
-model = fpn_detector(arch)  # Semantic FPN: the same backbone/neck wiring as the detectors
+# PartialNet-S from its ImageNet weights; the FPN reads the widths of the four stages
+model = dict(
+    backbone=dict(
+        arch='s',
+        init_cfg=dict(type='Pretrained', prefix='backbone.',
+                      checkpoint='checkpoints/partialnet_s_in1k.pth')),
+    neck=dict(in_channels=[96, 192, 384, 768]))

@@ -1,15 +1,21 @@
 _base_ = ['./_base_/partialnet_imagenet.py']
-from partialnet_mm.config_helpers import imagenet_hooks  # noqa: E402
 
-arch = 't1'
-# The authors' recipe for this variant (drop path: the arch's own rate).
+# The authors' recipe for PartialNet-T1 (drop path: the arch's own rate).
 model = dict(
-    backbone=dict(arch=arch),
-    head=dict(arch=arch),
-    train_cfg=dict(augments=[dict(type='Mixup', alpha=0.1), _base_.cutmix]))
+    backbone=dict(arch='t1'),
+    head=dict(arch='t1'),
+    train_cfg=dict(augments=[dict(type='Mixup', alpha=0.1), dict(type='CutMix', alpha=1.0)]))
 optim_wrapper = dict(optimizer=dict(weight_decay=0.01))
-train_pipeline = [*_base_.train_pipeline[:-1],
-                  dict(_base_.rand_augment, magnitude_level=3),
-                  _base_.train_pipeline[-1]]
+# RandAugment before PackInputs, in the 192-px pipeline and in the 224-px one of the
+# last 20 epochs, which the SwitchRecipeHook (written again here) trains with
+rand_augment = dict(_base_.rand_augment, magnitude_level=3)
+train_pipeline = [*_base_.train_pipeline[:-1], rand_augment, _base_.train_pipeline[-1]]
+final_train_pipeline = [*_base_.final_train_pipeline[:-1], rand_augment,
+                        _base_.final_train_pipeline[-1]]
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
-custom_hooks = imagenet_hooks(train_pipeline, _base_.final_crop_epoch, _base_.final_crop)
+custom_hooks = [
+    dict(type='SwitchRecipeHook',
+         schedule=[dict(action_epoch=281, train_pipeline=final_train_pipeline)]),
+    dict(type='RandomStateHook'),
+    dict(type='NonFiniteLossHook'),
+]

@@ -1,5 +1,9 @@
 _base_ = ['./_base_/retinanet_partialnet_fpn_1x_coco.py']
-from partialnet_mm.config_helpers import fpn_detector  # noqa: E402  (after _base_: a plain config)
 
-arch = 's'
-model = fpn_detector(arch, _base_.backbone_out_indices)
+# PartialNet-S from its ImageNet weights; the FPN reads the widths of stages 1-3
+model = dict(
+    backbone=dict(
+        arch='s',
+        init_cfg=dict(type='Pretrained', prefix='backbone.',
+                      checkpoint='checkpoints/partialnet_s_in1k.pth')),
+    neck=dict(in_channels=[192, 384, 768]))

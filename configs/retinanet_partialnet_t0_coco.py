@@ -1,5 +1,9 @@
 _base_ = ['./_base_/retinanet_partialnet_fpn_1x_coco.py']
-from partialnet_mm.config_helpers import fpn_detector  # noqa: E402  (after _base_: a plain config)
 
-arch = 't0'
-model = fpn_detector(arch, _base_.backbone_out_indices)
+# PartialNet-T0 from its ImageNet weights; the FPN reads the widths of stages 1-3
+model = dict(
+    backbone=dict(
+        arch='t0',
+        init_cfg=dict(type='Pretrained', prefix='backbone.',
+                      checkpoint='checkpoints/partialnet_t0_in1k.pth')),
+    neck=dict(in_channels=[64, 128, 256]))

@@ -1,5 +1,11 @@
 _base_ = ['./_base_/upernet_partialnet_ade20k.py']
-from partialnet_mm.config_helpers import upernet_segmentor  # noqa: E402  (after _base_)
 
-arch = 'm'
-model = upernet_segmentor(arch)
+# PartialNet-M from its ImageNet weights; the UPerHead reads the widths of the
+# four stages, the auxiliary FCN head that of stage 2 (its in_index)
+model = dict(
+    backbone=dict(
+        arch='m',
+        init_cfg=dict(type='Pretrained', prefix='backbone.',
+                      checkpoint='checkpoints/partialnet_m_in1k.pth')),
+    decode_head=dict(in_channels=[128, 256, 512, 1024]),
+    auxiliary_head=dict(in_channels=512))

@@ -1,5 +1,11 @@
 _base_ = ['./_base_/upernet_partialnet_ade20k.py']
-from partialnet_mm.config_helpers import upernet_segmentor  # noqa: E402  (after _base_)
 
-arch = 't0'
-model = upernet_segmentor(arch)
+# PartialNet-T0 from its ImageNet weights; the UPerHead reads the widths of the
+# four stages, the auxiliary FCN head that of stage 2 (its in_index)
+model = dict(
+    backbone=dict(
+        arch='t0',
+        init_cfg=dict(type='Pretrained', prefix='backbone.',
+                      checkpoint='checkpoints/partialnet_t0_in1k.pth')),
+    decode_head=dict(in_channels=[32, 64, 128, 256]),
+    auxiliary_head=dict(in_channels=128))

@@ -8,9 +8,8 @@ registries inherit. What else it changes in the stack is listed in :mod:`partial
 from . import compat  # noqa: F401  (first: the allow-list before anything loads checkpoints)
 from . import dpconv, engine  # noqa: F401  (register the DPConv mixer and the hooks)
 from .runner import data_checks  # noqa: F401  (registers the CheckSegLabels transform)
-from .checkpoint import load_checkpoint_file
-from .models import (PartialNet, PartialNetClsHead, convert_state_dict, partialnet_channels,
-                     switch_to_deploy)
+from .checkpoint import convert_state_dict, load_checkpoint_file
+from .models import PartialNet, PartialNetClsHead, partialnet_channels, switch_to_deploy
 from .version import __version__
 
 __all__ = [

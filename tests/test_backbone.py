@@ -190,6 +190,10 @@ def test_default_init_follows_the_authors():
     (dict(arch=dict(embed_dims=16, depths=(1, 1, 1, 1), num_heads=5)), r'5 heads cannot share'),
     (dict(arch='t0', out_indices=(0, 4)), r'out_indices \(0, 4\) out of range'),
     (dict(arch='t0', frozen_stages=5), r'frozen_stages must be in \[-1, 4\]'),
+    (dict(arch='t0', drop_path_rate=-0.1), r'drop_path_rate must be in \[0, 1\).*got -0\.1'),
+    (dict(arch='t0', drop_path_rate=1.0), r'drop_path_rate must be in \[0, 1\).*got 1\.0'),
+    (dict(arch=dict(embed_dims=16, depths=(1, 1, 1, 1), drop_path_rate=1.5)),
+     r"the arch's drop_path_rate must be in \[0, 1\).*got 1\.5"),
 ])
 def test_bad_arguments_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -205,3 +209,26 @@ def test_bad_inputs_are_named(shape, match):
     model = PartialNet(arch=TINY)
     with pytest.raises(ValueError, match=match):
         model(torch.rand(*shape))
+
+
+def test_a_mixer_must_follow_the_mixer_contract():
+    """What the block, the deploy walker and checkpoint loading rely on is SpatialMixer's."""
+    from partialnet_mm.models import MIXERS, SpatialMixer
+
+    class NotAMixer(nn.Module):
+        residual = False
+
+        def __init__(self, channels, conv_channels):
+            super().__init__()
+
+    MIXERS.register_module(name='_NotAMixer', module=NotAMixer, force=True)
+    try:
+        with pytest.raises(TypeError, match=r"'_NotAMixer'.*is not a partialnet_mm.models."
+                                            r"SpatialMixer; subclass it"):
+            PartialNet(arch=TINY, mixer_cfgs=dict(type='_NotAMixer'))
+    finally:
+        MIXERS.module_dict.pop('_NotAMixer')
+    model = PartialNet(arch=TINY)
+    mixers = [b.spatial_mixing for s in model.stages for b in s.blocks]
+    assert all(isinstance(m, SpatialMixer) for m in mixers)
+    assert [m.residual for m in mixers][-1] is True and mixers[0].residual is False

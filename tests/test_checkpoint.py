@@ -8,7 +8,7 @@ import torch
 from conftest import reference_file
 from mmengine.runner import load_checkpoint
 
-from partialnet_mm import PartialNet, convert_state_dict
+from partialnet_mm import PartialNet, convert_state_dict, load_checkpoint_file
 from partialnet_mm.apis import convert_checkpoint_file
 from partialnet_mm.checkpoint import CheckpointError
 
@@ -139,3 +139,37 @@ def test_missing_pretrained_file_stops_with_the_fix(tmp_path):
     message = str(err.value)
     assert absent in message and 'tools/convert_checkpoint.py' in message
     assert 'model.backbone.init_cfg=None' in message
+
+
+def damaged_file(tmp_path, damage):
+    """A checkpoint as a new user meets it after a failed download or copy."""
+    path = tmp_path / f'{damage}.pth'
+    if damage == 'truncated':
+        torch.save(dict(state_dict=PartialNet(arch='t0').state_dict()), path)
+        data = path.read_bytes()
+        path.write_bytes(data[:len(data) // 2])
+    elif damage == 'empty':
+        path.write_bytes(b'')
+    else:  # an HTML error page saved under the checkpoint's name
+        path.write_text('<!DOCTYPE html><html><body>404 Not Found</body></html>')
+    return str(path)
+
+
+@pytest.mark.parametrize('damage, match', [
+    ('truncated', r'is cut short \(\d+ bytes.*failed finding central directory.*interrupted '
+                  r'download or copy.*Download or copy it again'),
+    ('empty', r'is empty \(0 bytes\).*interrupted download or copy.*Download or copy it again'),
+    ('html', r"is not a PyTorch checkpoint: it starts with b'<!DO'.*HTML error page.*download "
+             r'it again'),
+])
+def test_damaged_checkpoint_files_name_the_file_the_cause_and_the_fix(damage, match, tmp_path):
+    """The same message from every entry point: the package's loader, the backbone's
+    Pretrained init, and mmengine's loader (load_from, --resume)."""
+    path = damaged_file(tmp_path, damage)
+    model = PartialNet(arch='t0', init_cfg=dict(type='Pretrained', checkpoint=path))
+    for load in (lambda: load_checkpoint_file(path), model.init_weights,
+                 lambda: load_checkpoint(torch.nn.Linear(1, 1), path)):
+        with pytest.raises(CheckpointError, match=match) as err:
+            load()
+        assert str(err.value).startswith(path)
+        assert 'arbitrary code' not in str(err.value)

@@ -9,7 +9,6 @@ from mmengine.config import Config
 from partialnet_mm import PartialNet
 from partialnet_mm.apis import learning_benchmark as lb
 from partialnet_mm.apis import train
-from partialnet_mm.config_helpers import imagenet_hooks
 from partialnet_mm.demo_data import SHAPES, make_imagenet_demo
 from partialnet_mm.runner import parse_cfg_options
 
@@ -73,7 +72,8 @@ def test_final_crop_switch_happens_at_its_epoch(tmp_path):
     data_root = str(tmp_path / 'imagenet_demo')
     make_imagenet_demo(data_root, num_train_per_class=2, num_val_per_class=1)
     cfg = Config.fromfile(DEMO_CONFIG)
-    hooks = imagenet_hooks(cfg.train_pipeline, 2, 72)
+    hooks = cfg.custom_hooks  # the demo's own, its switch moved to the 2nd epoch
+    hooks[0].schedule[0].action_epoch = 2
     options = parse_cfg_options(data_root_options(data_root) + [
         'train_cfg.max_epochs=2', 'train_cfg.val_interval=2', 'train_dataloader.batch_size=8'])
     train(DEMO_CONFIG, str(tmp_path / 'work'), cfg_options=dict(options, custom_hooks=hooks))

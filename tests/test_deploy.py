@@ -21,7 +21,7 @@ from partialnet_mm.analysis.flops import count_flops, measure
 from partialnet_mm.analysis.report import MALLOC_ENV, machine_description
 from partialnet_mm.apis import test as run_test
 from partialnet_mm.deploy import export_onnx, fold_checkpoint
-from partialnet_mm.models import set_naive_forward
+from partialnet_mm.models import SpatialMixer, set_naive_forward
 from partialnet_mm.models.layers import (EuclideanRelativePositionBias, PartialNetBlock,
                                          build_mixer)
 from partialnet_mm.runner import load_config
@@ -89,12 +89,22 @@ def test_fused_memory_formats_and_sizes(memory_format, shape):
     assert all(o.is_contiguous() for o in got)  # NCHW out, whatever the layout inside
 
 
+class ConvMixer(SpatialMixer):
+    """A user's mixer with no inference form: a plain 3x3 convolution."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(32, 32, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
 @pytest.mark.parametrize('mixer', ['PConv', 'PATChannel', 'PATSelfAttention', 'custom'])
 def test_fused_block_for_each_mixer(mixer):
     """Every block form, incl. plain PConv and a mixer without inference form (kept as it is,
     e.g. a DPConv before its export), with PAT_sp; the input stays intact."""
-    spatial = nn.Conv2d(32, 32, 3, padding=1) if mixer == 'custom' else build_mixer(
-        dict(type=mixer), 32, 8)
+    spatial = ConvMixer() if mixer == 'custom' else build_mixer(dict(type=mixer), 32, 8)
     block = PartialNetBlock(spatial, 32, mlp_ratio=2., drop_path=0., act_cfg=dict(type='GELU'),
                             norm_cfg=dict(type='BN'), use_spatial_attn=True)
     randomize_inference_state(block, seed=4).eval()

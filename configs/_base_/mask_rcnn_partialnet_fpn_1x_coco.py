@@ -1,12 +1,8 @@
-# Mask R-CNN + FPN, 1x schedule, COCO, with a PartialNet backbone: everything shared by the
-# per-variant configs, which set `arch` and derive the rest from it.
+# Mask R-CNN + FPN, 1x schedule, COCO, with a PartialNet backbone: everything the per-variant
+# configs share. They set the backbone's `arch` and checkpoint and the FPN's `in_channels`.
 _base_ = [
-    'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
+    './models/mask_rcnn_partialnet_fpn.py',
     'mmdet::_base_/datasets/coco_instance.py',
-    'mmdet::_base_/schedules/schedule_1x.py',
+    './schedules/adamw_1x_coco.py',
     './partialnet_mmdet_runtime.py',
 ]
-
-backbone_out_indices = _base_.partialnet_backbone.out_indices  # what the FPN reads
-model = dict(backbone=_base_.partialnet_backbone)
-optim_wrapper = _base_.partialnet_optim_wrapper

@@ -1,9 +1,7 @@
 # Mask R-CNN + FPN, 3x schedule with multi-scale training (partialnet_coco_instance_ms_3x.py),
-# COCO, with a PartialNet backbone: shared by the per-variant configs, which set `arch`.
+# COCO, with a PartialNet backbone: everything the per-variant configs share. They set the
+# backbone's `arch` and checkpoint and the FPN's `in_channels`.
 _base_ = [
-    'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
+    './models/mask_rcnn_partialnet_fpn.py',
     './partialnet_coco_instance_ms_3x.py',
 ]
-
-backbone_out_indices = _base_.partialnet_backbone.out_indices  # what the FPN reads
-model = dict(backbone=_base_.partialnet_backbone)

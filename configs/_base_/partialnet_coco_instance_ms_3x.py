@@ -1,7 +1,7 @@
 # COCO instance segmentation, 3x schedule with multi-scale training, for PartialNet detectors:
 # the recipe of mmdet's Swin / ConvNeXt "ms-crop-3x" configs (DETR-style augmentation: random
 # short side 480-800, or a 384-600 crop of a 400-600 image first; 36 epochs, steps at 27 and
-# 33) with the authors' AdamW (partialnet_mmdet_runtime.py). Used by the Mask R-CNN and
+# 33) with the authors' AdamW (schedules/adamw_1x_coco.py). Used by the Mask R-CNN and
 # Cascade Mask R-CNN 3x bases, which add the model.
 #
 # Mixed precision (GPU): `tools/train.py CONFIG --amp` (ours or mmdet's own) switches
@@ -10,7 +10,7 @@
 # optim_wrapper.loss_scale=dynamic. Without a GPU, mmengine refuses AmpOptimWrapper.
 _base_ = [
     'mmdet::_base_/datasets/coco_instance.py',
-    'mmdet::_base_/schedules/schedule_1x.py',
+    './schedules/adamw_1x_coco.py',
     './partialnet_mmdet_runtime.py',
 ]
 
@@ -45,4 +45,3 @@ param_scheduler = [
     dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[27, 33],
          gamma=0.1),
 ]
-optim_wrapper = _base_.partialnet_optim_wrapper

@@ -4,25 +4,11 @@
 # 280 epochs then 224, test 224/0.9 resize + 224 center crop, AMP.
 # Per-variant configs set arch, weight decay, grad clip, mixup alpha and RandAugment.
 _base_ = [
+    './models/partialnet_classifier.py',
     'mmpretrain::_base_/datasets/imagenet_bs64_swin_224.py',
     'mmpretrain::_base_/default_runtime.py',
 ]
 custom_imports = dict(imports=['partialnet_mm'], allow_failed_imports=False)
-from partialnet_mm.config_helpers import imagenet_hooks  # noqa: E402
-
-model = dict(
-    type='ImageClassifier',
-    backbone=dict(type='PartialNet', out_indices=(3, ), with_out_norm=False),
-    neck=None,
-    head=dict(
-        type='PartialNetClsHead',
-        num_classes=1000,
-        loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
-        topk=(1, 5)),
-    # one of the two per batch, with equal probability (timm: mixup_switch_prob=0.5);
-    # variants set the Mixup alpha
-    train_cfg=dict(augments=[dict(type='Mixup', alpha=0.1), dict(type='CutMix', alpha=1.0)]))
-cutmix = dict(type='CutMix', alpha=1.0)
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
@@ -30,7 +16,15 @@ train_pipeline = [
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(type='PackInputs'),
 ]
-# RandAugment of the variants that use it (inserted before PackInputs; magnitude per variant)
+# the pipeline of the last 20 epochs: the same at 224 px (SwitchRecipeHook, below)
+final_train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='RandomResizedCrop', scale=224, backend='pillow', interpolation='bicubic'),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='PackInputs'),
+]
+# RandAugment of the variants that use it (inserted before PackInputs of both pipelines;
+# magnitude per variant)
 rand_augment = dict(
     type='RandAugment',
     policies='timm_increasing',
@@ -69,9 +63,16 @@ train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=1)
 val_cfg = dict()
 test_cfg = dict()
 auto_scale_lr = dict(base_batch_size=4096)
-# the last 20 epochs at 224 px (mmpretrain's SwitchRecipeHook; epochs counted from 1); each
-# variant passes its own train_pipeline to imagenet_hooks
-final_crop_epoch, final_crop = 281, 224
-custom_hooks = imagenet_hooks(train_pipeline, final_crop_epoch, final_crop)
+# The last 20 epochs train on final_train_pipeline (mmpretrain's SwitchRecipeHook; epochs
+# counted from 1, so 281 switches before the 281st). A variant that changes its pipelines
+# writes this list again with its own final_train_pipeline (tests/test_config_consistency.py
+# checks that the two pipelines differ only in the crop size). Then the project's hooks:
+# resumed runs draw the same random numbers; a NaN/inf loss stops training clearly.
+custom_hooks = [
+    dict(type='SwitchRecipeHook',
+         schedule=[dict(action_epoch=281, train_pipeline=final_train_pipeline)]),
+    dict(type='RandomStateHook'),
+    dict(type='NonFiniteLossHook'),
+]
 # checkpoints written atomically (a crash or a full disk never breaks the last good one)
 default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

@@ -1,25 +1,30 @@
-# RetinaNet + FPN, 1x schedule, COCO, with a PartialNet backbone: everything shared by the
-# per-variant configs, which set `arch` and derive the rest from it.
+# RetinaNet + FPN, 1x schedule, COCO, with a PartialNet backbone: everything the per-variant
+# configs share. They set the backbone's `arch` and checkpoint and the FPN's `in_channels`.
 _base_ = [
-    'mmdet::_base_/models/retinanet_r50_fpn.py',
+    './models/retinanet_partialnet_fpn.py',
     'mmdet::_base_/datasets/coco_detection.py',
-    'mmdet::_base_/schedules/schedule_1x.py',
+    './schedules/adamw_1x_coco.py',
     './partialnet_mmdet_runtime.py',
 ]
-from partialnet_mm.config_helpers import detection_tta_pipeline  # noqa: E402
-
-# RetinaNet's pyramid starts at stride 8: the backbone returns stages 1-3 only and the FPN
-# starts at its first input (as mmdet's Swin RetinaNet does). Returning stage 0 as well would
-# leave its output norm without gradients, which distributed training refuses.
-backbone_out_indices = (1, 2, 3)
-model = dict(
-    backbone=dict(_base_.partialnet_backbone, out_indices=backbone_out_indices),
-    neck=dict(start_level=0))
-optim_wrapper = _base_.partialnet_optim_wrapper
 
 # test-time augmentation (mmdet's tools/test.py --tta, partialnet_mm.runner.enable_tta):
-# three scales, each flipped and not, boxes merged by NMS (mmdet's retinanet_tta.py)
+# three scales, each flipped and not, boxes merged by NMS (mmdet's retinanet_tta.py). The
+# flip / flip_direction meta keys are what DetTTAModel reads to flip a flipped view's boxes
+# back before merging them.
 tta_model = dict(
     type='DetTTAModel',
     tta_cfg=dict(nms=dict(type='nms', iou_threshold=0.5), max_per_img=100))
-tta_pipeline = detection_tta_pipeline([(1333, 800), (666, 400), (2000, 1200)])
+tta_scales = [(1333, 800), (666, 400), (2000, 1200)]  # (width, height), keeping the ratio
+tta_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=None),
+    dict(
+        type='TestTimeAug',
+        transforms=[
+            [dict(type='Resize', scale=s, keep_ratio=True) for s in tta_scales],
+            [dict(type='RandomFlip', prob=1.), dict(type='RandomFlip', prob=0.)],
+            [dict(type='LoadAnnotations', with_bbox=True)],
+            [dict(type='PackDetInputs',
+                  meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor',
+                             'flip', 'flip_direction'))],
+        ]),
+]

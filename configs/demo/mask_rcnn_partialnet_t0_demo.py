@@ -1,16 +1,39 @@
-# The real PartialNet-T0 Mask R-CNN config on the embedded demo data
+# The real PartialNet-T0 Mask R-CNN config on the embedded COCO-format demo data
 # (python tools/make_demo_data.py writes it): swaps only data paths, image scale, schedule
 # and class names.
-_base_ = ['../mask_rcnn_partialnet_t0_coco.py', '../_base_/coco_demo_data.py']
-from partialnet_mm.config_helpers import (demo_dataloaders,  # noqa: E402
-                                          detection_demo_pipelines)
+_base_ = ['../mask_rcnn_partialnet_t0_coco.py']
 
-classes = _base_.demo_classes
-train_pipeline, test_pipeline = detection_demo_pipelines(_base_.demo_image_scale, True)
-train_dataloader, val_dataloader = demo_dataloaders(
-    _base_.demo_dataset, _base_.demo_splits, train_pipeline, test_pipeline, 4, 4)
+data_root = 'data/coco_demo/'
+metainfo = dict(classes=('circle', 'triangle', 'rectangle', 'star'))
+image_scale = (256, 256)
+train_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=None),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='Resize', scale=image_scale, keep_ratio=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=None),
+    dict(type='Resize', scale=image_scale, keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='PackDetInputs',
+         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
+]
+train_dataloader = dict(
+    batch_size=4,
+    num_workers=1,
+    dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=train_pipeline,
+                 ann_file='annotations/instances_train2017.json',
+                 data_prefix=dict(img='train2017/')))
+val_dataloader = dict(
+    batch_size=4,
+    num_workers=1,
+    dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=test_pipeline,
+                 ann_file='annotations/instances_val2017.json',
+                 data_prefix=dict(img='val2017/')))
 test_dataloader = val_dataloader
-val_evaluator = _base_.demo_evaluator
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
 test_evaluator = val_evaluator
 
 model = dict(
@@ -18,8 +41,7 @@ model = dict(
     # tools/demo.py sets init_cfg to the backbone of the classification demo it trains first
     # (as the real configs start from ImageNet weights).
     backbone=dict(init_cfg=None),
-    roi_head=dict(
-        bbox_head=dict(num_classes=len(classes)), mask_head=dict(num_classes=len(classes))),
+    roi_head=dict(bbox_head=dict(num_classes=4), mask_head=dict(num_classes=4)),
     # Proposal and RoI counts matched to 256-px images with at most 6 objects (the COCO
     # recipe samples 512 RoIs per image from 1000 proposals; on a CPU the RoI heads then
     # dominate training: 32 RoIs from 150 proposals train at about 2.6 s per batch of 4
@@ -28,9 +50,14 @@ model = dict(
                    rcnn=dict(sampler=dict(num=32))),
     test_cfg=dict(rpn=dict(nms_pre=500, max_per_img=300)))
 
-max_epochs = _base_.demo_schedule_epochs
+# schedule: about 20 minutes on a 2-core CPU
+max_epochs = 8
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
-param_scheduler = _base_.demo_param_scheduler
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
+    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True,
+         milestones=[max_epochs - 1], gamma=0.1),
+]
 optim_wrapper = dict(optimizer=dict(lr=5e-4))
 default_hooks = dict(
     logger=dict(interval=10),

@@ -3,7 +3,6 @@
 # and trains in fp32 (the real recipe's AMP needs a GPU, and the demo runs on CPUs under any
 # train.py, mmpretrain's own included).
 _base_ = ['../partialnet_t0_imagenet.py']
-from partialnet_mm.config_helpers import fp32_optim_wrapper, imagenet_hooks  # noqa: E402
 
 data_root = 'data/imagenet_demo'
 # alphabetical: with a folder layout, mmpretrain numbers the classes in folder order
@@ -16,6 +15,14 @@ classes = ('circle', 'rectangle', 'star', 'triangle')
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='RandomResizedCrop', scale=64, crop_ratio_range=(0.6, 1.0), backend='pillow',
+         interpolation='bicubic'),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='PackInputs'),
+]
+# the last 2 epochs at 72 px (SwitchRecipeHook, below)
+final_train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='RandomResizedCrop', scale=72, crop_ratio_range=(0.6, 1.0), backend='pillow',
          interpolation='bicubic'),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(type='PackInputs'),
@@ -46,13 +53,24 @@ max_epochs = 15
 warmup_epochs = 1
 lr = 5e-4
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
-optim_wrapper = fp32_optim_wrapper(_base_.optim_wrapper)
-optim_wrapper['optimizer']['lr'] = lr
+# fp32: mmengine refuses the recipe's AmpOptimWrapper without a GPU ("only available
+# training on gpu"). The recipe's optimizer and paramwise settings in a plain OptimWrapper;
+# _delete_ keeps the base's AMP-only loss_scale from being merged back in.
+optim_wrapper = dict(
+    _delete_=True,
+    type='OptimWrapper',
+    optimizer=dict(_base_.optim_wrapper.optimizer, lr=lr),
+    paramwise_cfg=_base_.optim_wrapper.paramwise_cfg)
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-6 / lr, by_epoch=True, begin=0,
          end=warmup_epochs, convert_to_iter_based=True),
     dict(type='CosineAnnealingLR', T_max=max_epochs - warmup_epochs, eta_min=1e-5,
          by_epoch=True, begin=warmup_epochs, end=max_epochs, convert_to_iter_based=True),
 ]
-custom_hooks = imagenet_hooks(train_pipeline, max_epochs - 1, 72)  # the last 2 epochs
+custom_hooks = [
+    dict(type='SwitchRecipeHook',
+         schedule=[dict(action_epoch=max_epochs - 1, train_pipeline=final_train_pipeline)]),
+    dict(type='RandomStateHook'),
+    dict(type='NonFiniteLossHook'),
+]
 default_hooks = dict(logger=dict(interval=20), checkpoint=dict(max_keep_ckpts=1))

@@ -1,29 +1,66 @@
 # The real PartialNet-T0 RetinaNet config on the embedded COCO-format demo data
 # (python tools/make_demo_data.py writes it): swaps only data paths, image scales, schedule
 # and class names.
-_base_ = ['../retinanet_partialnet_t0_coco.py', '../_base_/coco_demo_data.py']
-from partialnet_mm.config_helpers import (demo_dataloaders,  # noqa: E402
-                                          detection_demo_pipelines, detection_tta_pipeline)
+_base_ = ['../retinanet_partialnet_t0_coco.py']
 
-classes = _base_.demo_classes
-image_scale = _base_.demo_image_scale
-train_pipeline, test_pipeline = detection_demo_pipelines(image_scale, False)
-train_dataloader, val_dataloader = demo_dataloaders(
-    _base_.demo_dataset, _base_.demo_splits, train_pipeline, test_pipeline, 4, 4)
+data_root = 'data/coco_demo/'
+metainfo = dict(classes=('circle', 'triangle', 'rectangle', 'star'))
+image_scale = (256, 256)
+train_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=None),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=False),
+    dict(type='Resize', scale=image_scale, keep_ratio=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=None),
+    dict(type='Resize', scale=image_scale, keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=False),
+    dict(type='PackDetInputs',
+         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
+]
+train_dataloader = dict(
+    batch_size=4,
+    num_workers=1,
+    dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=train_pipeline,
+                 ann_file='annotations/instances_train2017.json',
+                 data_prefix=dict(img='train2017/')))
+val_dataloader = dict(
+    batch_size=4,
+    num_workers=1,
+    dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=test_pipeline,
+                 ann_file='annotations/instances_val2017.json',
+                 data_prefix=dict(img='val2017/')))
 test_dataloader = val_dataloader
-val_evaluator = _base_.demo_evaluator
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
 test_evaluator = val_evaluator
-# the real config's three scales and flips, at the demo's size
-tta_pipeline = detection_tta_pipeline([image_scale, (192, 192), (384, 384)])
+# the real config's three scales and flips, at the demo's size (its tta_pipeline, read again
+# with these scales)
+tta_scales = [image_scale, (192, 192), (384, 384)]
+tta_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=None),
+    dict(
+        type='TestTimeAug',
+        transforms=[
+            [dict(type='Resize', scale=s, keep_ratio=True) for s in tta_scales],
+            *_base_.tta_pipeline[1].transforms[1:],
+        ]),
+]
 
 model = dict(
     # starts from random weights: no ImageNet checkpoint is needed to try the demo
     backbone=dict(init_cfg=None),
-    bbox_head=dict(num_classes=len(classes)))
+    bbox_head=dict(num_classes=4))
 
-max_epochs = _base_.demo_schedule_epochs
+# schedule: about 20 minutes on a 2-core CPU
+max_epochs = 8
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
-param_scheduler = _base_.demo_param_scheduler
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
+    dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True,
+         milestones=[max_epochs - 1], gamma=0.1),
+]
 optim_wrapper = dict(optimizer=dict(lr=5e-4))
 default_hooks = dict(
     logger=dict(interval=10),

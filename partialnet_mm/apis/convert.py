@@ -5,8 +5,7 @@ from typing import Dict, Optional
 
 import torch
 
-from ..checkpoint import load_checkpoint_file, unwrap_state_dict
-from ..models import convert_state_dict
+from ..checkpoint import convert_state_dict, load_checkpoint_file, unwrap_state_dict
 from ..version import __version__
 
 

@@ -4,7 +4,7 @@ The authors' implementation (``haiduo/PartialNet``) names the layers of a 4-stag
 flat ``stages`` sequence (stage ``i`` at ``2i``, the merging layer before it at ``2i - 1``) and
 uses positional names inside the MLP; ours name each layer for what it is. The mapping is
 the table :data:`BLOCK_KEY_MAP` plus :func:`_map_key`. Shapes are checked against a built
-model by :func:`partialnet_mm.convert_state_dict`, which wraps this converter.
+model by :func:`.pretrained.convert_state_dict`, which wraps this converter.
 """
 import re
 from collections import OrderedDict

@@ -1,8 +1,10 @@
 """Reading checkpoint files safely, finding the state dict inside, naming what does not fit."""
+import os
 import pickle
 import warnings
+import zipfile
 from collections import OrderedDict
-from typing import Dict, Iterable
+from typing import Dict, Iterable, Optional
 
 import torch
 
@@ -106,8 +108,55 @@ def _inert_pickle_module(allowed: dict, replaced: set):
     return Module
 
 
+# how a file that torch.load cannot read was most likely damaged, and what brings it back
+DAMAGED_HELP = ('an interrupted download or copy, or a disk that filled up while it was '
+                'written. Download or copy it again (its size should match the source\'s); '
+                'for a checkpoint of your own training run, resume from an earlier one '
+                '(--resume without a path skips incomplete files)')
+
+
+def unreadable_reason(path: str, err: Exception) -> Optional[str]:
+    """Why ``torch.load`` could not read ``path`` if the file itself is the cause: empty, cut
+    short, or not a PyTorch checkpoint at all; None when the file looks whole (``err`` is then
+    about its content, e.g. a refused object). The message names the file, the likely cause
+    and the fix, and quotes torch's own words."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, 'rb') as f:
+            head = f.read(4)
+    except OSError:
+        return None
+    said = f'(torch: "{_first_sentence(err)}")'
+    if size == 0:
+        return f'{path} is empty (0 bytes) {said}: most likely {DAMAGED_HELP}.'
+    if head.startswith(b'PK'):  # a zip archive: torch.save's format since torch 1.6
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError):
+            return (f'{path} is cut short ({size} bytes; its zip directory, written last, is '
+                    f'missing) {said}: most likely {DAMAGED_HELP}.')
+        if not any(name.endswith('data.pkl') for name in names):
+            return (f'{path} is a zip archive but not a PyTorch checkpoint (no data.pkl among '
+                    f'{names[:5]}) {said}; point to the .pth file itself.')
+        return None
+    if head[:1] != b'\x80':  # every pickle torch writes starts with the PROTO opcode
+        return (f'{path} is not a PyTorch checkpoint: it starts with {head!r} {said}. A '
+                f'failed download often saves an HTML error page or a login page under the '
+                f'checkpoint\'s name; check the file (e.g. `head -c 200 {path}`), the path '
+                f'and the URL, and download it again.')
+    if isinstance(err, EOFError):  # the legacy (non-zip) format, cut short
+        return f'{path} is cut short ({size} bytes) {said}: most likely {DAMAGED_HELP}.'
+    return None
+
+
 def load_checkpoint_file(path: str, map_location='cpu', allow_inert: bool = False):
-    """Load a checkpoint file with ``weights_only=True``.
+    """Load a checkpoint file with ``weights_only=True``; its failures name the file and the fix.
+
+    A damaged or foreign file (:func:`unreadable_reason`: empty, truncated, not a checkpoint)
+    and a refused object (:func:`refusal_reason`) raise :class:`CheckpointError` instead of
+    torch's bare ``EOFError``, "PytorchStreamReader failed reading zip archive" or "Weights
+    only load failed". Other errors (e.g. a ``map_location`` device that does not exist) pass.
 
     Args:
         path: Local file.
@@ -118,14 +167,21 @@ def load_checkpoint_file(path: str, map_location='cpu', allow_inert: bool = Fals
             of its code runs; a warning names what was replaced. Only tensors are used.
 
     Raises:
-        CheckpointError: the file holds objects outside the allow-list and ``allow_inert``
-        is False (the message names them).
+        CheckpointError: the file is damaged or not a checkpoint (the message says which and
+        what to do), or it holds objects outside the allow-list and ``allow_inert`` is False
+        (the message names them).
     """
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        if not allow_inert:
-            raise CheckpointError(refusal_reason(path, err)) from None
+        reason = unreadable_reason(path, err)
+        if reason or not allow_inert:
+            raise CheckpointError(reason or refusal_reason(path, err)) from None
+    except (RuntimeError, EOFError) as err:
+        reason = unreadable_reason(path, err)
+        if reason is None:
+            raise
+        raise CheckpointError(reason) from None
     from torch._weights_only_unpickler import _get_allowed_globals
     replaced: set = set()
     module = _inert_pickle_module(_get_allowed_globals(), replaced)
@@ -142,6 +198,13 @@ def refusal_reason(path: str, err: Exception) -> str:
             f'weights-only allow-list, which could run arbitrary code when loaded '
             f'({_first_line(err)}). Nothing from it was executed. Load only checkpoints you '
             f"trust; re-save a trusted one's tensors with torch.save(ckpt['state_dict'], path).")
+
+
+def _first_sentence(err: Exception) -> str:
+    """The first sentence of torch's message (the rest is advice that does not apply)."""
+    line = _first_line(err)
+    sentence = line.split('. ')[0]
+    return sentence if len(sentence) >= 20 else line
 
 
 def _first_line(err: Exception) -> str:

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from ..models.layers import MIXERS, PartialChannelAttention, PartialSelfAttention
+from ..models.utils import SpatialMixer
 
 # The plain mixers a DPConv layer generalises (and exports to).
 PLAIN_MIXERS = ('PConv', 'PATChannel', 'PATSelfAttention')
@@ -230,7 +231,7 @@ class DPConv(nn.Conv2d):
 
 
 @MIXERS.register_module(name='DPConv')
-class DPConvMixer(nn.Module):
+class DPConvMixer(SpatialMixer):
     """A spatial mixer (PConv, PAT_ch or PAT_sf) whose split is learned: the mixer ``'DPConv'``.
 
     State-dict keys are those of the plain mixer (``conv.weight``, ``attn.*``) plus

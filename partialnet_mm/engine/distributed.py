@@ -13,18 +13,18 @@ from mmengine.model import MMDistributedDataParallel
 from mmengine.registry import MODEL_WRAPPERS
 from torch.distributed.nn.functional import all_reduce
 
+from ..models.utils.ops import PoolsAcrossProcesses
 
-class CPUSyncBatchNorm(nn.BatchNorm2d):
+
+class CPUSyncBatchNorm(PoolsAcrossProcesses, nn.BatchNorm2d):
     """Batch norm whose training statistics cover the batches of all processes (any backend).
 
     The per-channel sums of ``x`` and ``x**2`` and the element counts are summed over the
     process group with the differentiable ``all_reduce``, so autograd also synchronises the
     backward pass. Outside distributed training, or in eval mode, it is plain batch norm.
-    Not a subclass of ``nn.SyncBatchNorm`` (DDP refuses those on CPU modules); code that asks
-    whether a norm pools statistics across processes reads ``pools_across_processes``.
+    Not a subclass of ``nn.SyncBatchNorm`` (DDP refuses those on CPU modules); it says that
+    it pools statistics across processes by subclassing ``PoolsAcrossProcesses``.
     """
-
-    pools_across_processes = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_available() and dist.is_initialized()

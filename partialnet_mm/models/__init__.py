@@ -1,10 +1,10 @@
 from .archs import ARCH_SETTINGS, parse_arch, partialnet_channels
-from .backbones import PartialNet, convert_state_dict
+from .backbones import PartialNet
 from .heads import PartialNetClsHead
 from .layers import MIXERS
-from .utils import set_naive_forward, switch_to_deploy
+from .utils import SpatialMixer, set_naive_forward, switch_to_deploy
 
 __all__ = [
-    'ARCH_SETTINGS', 'parse_arch', 'partialnet_channels', 'PartialNet', 'convert_state_dict',
-    'PartialNetClsHead', 'MIXERS', 'set_naive_forward', 'switch_to_deploy'
+    'ARCH_SETTINGS', 'parse_arch', 'partialnet_channels', 'PartialNet',
+    'PartialNetClsHead', 'MIXERS', 'SpatialMixer', 'set_naive_forward', 'switch_to_deploy'
 ]

@@ -8,9 +8,8 @@ from typing import Optional
 import torch.nn as nn
 from mmengine.model import is_model_wrapper
 
-from ..checkpoint import (OURS_MARKER, CheckpointError, describe_mismatch,
-                          load_checkpoint_file, unwrap_state_dict)
-from ..models import PartialNet
+from ..checkpoint import (OURS_MARKER, CheckpointError, describe_checkpoint_arch,
+                          describe_mismatch, load_checkpoint_file, unwrap_state_dict)
 
 
 def is_complete_checkpoint(path: str) -> bool:
@@ -67,8 +66,7 @@ def check_resume_fits(model: nn.Module, checkpoint: str, config: str = '') -> No
     for prefix in ('backbone.', ''):
         backbone = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         if OURS_MARKER in backbone:
-            described = (f' (its backbone looks like '
-                         f'{PartialNet.describe_checkpoint_arch(backbone)})')
+            described = f' (its backbone looks like {describe_checkpoint_arch(backbone)})'
             break
     raise CheckpointError(
         f'cannot resume from {checkpoint}{described} with {config or "this config"}: '

@@ -60,8 +60,9 @@ def enable_tta(cfg: Config) -> Config:
             f'Test-time augmentation needs {" and ".join(TTA_KEYS)} in the config; this one '
             f'has no {" and no ".join(missing)}. Add them (e.g. tta_model=dict(type='
             f"'DetTTAModel', tta_cfg=dict(nms=dict(type='nms', iou_threshold=0.5), "
-            f'max_per_img=100)) with tta_pipeline=partialnet_mm.config_helpers.'
-            f'detection_tta_pipeline(scales); mmseg configs get both from mmseg\'s bases), '
+            f'max_per_img=100)) with a tta_pipeline as in configs/_base_/'
+            f'retinanet_partialnet_fpn_1x_coco.py; mmseg configs get both from mmseg\'s '
+            f'bases), '
             f'or test without --tta.{hint}')
     tta_model = cfg.tta_model
     model = cfg.get('model')

@@ -1,3 +1,3 @@
-from .partialnet import PartialNet, convert_state_dict
+from .partialnet import PartialNet
 
-__all__ = ['PartialNet', 'convert_state_dict']
+__all__ = ['PartialNet']

@@ -7,23 +7,15 @@ ending in PAT_sp). ``docs/architecture.md`` describes the network; :mod:`..archs
 presets.
 """
 import copy
-import os.path as osp
-import warnings
-from collections import OrderedDict
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 from mmcv.cnn import build_norm_layer
-from mmengine.logging import print_log
 from mmengine.model import BaseModule
-from mmengine.registry import MODELS
-from mmengine.runner.checkpoint import CheckpointLoader
+from mmengine.registry import MODELS, WEIGHT_INITIALIZERS
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ...checkpoint import (AUTHORS_MARKER, OURS_MARKER, CheckpointError, backbone_structure,
-                           convert_authors_state_dict, describe_mismatch, describe_structure,
-                           preset_of, unwrap_state_dict)
 from ..archs import ARCH_SETTINGS, check_out_indices, parse_arch
 from ..layers import ConvNorm, PartialNetBlock, PartialNetStage, build_mixer
 from ..utils.deploy import switch_to_deploy
@@ -32,11 +24,6 @@ from ..utils.ops import dense_channels_last_grad
 # The mixer of each stage when ``mixer_cfgs`` does not set one: PAT_ch, and PAT_sf last.
 DEFAULT_MIXER = 'PATChannel'
 LAST_STAGE_MIXER = 'PATSelfAttention'
-PRETRAINED_HELP = (
-    "Convert the authors' ImageNet weights to that path with `python "
-    "tools/convert_checkpoint.py <authors' .pth> {path}`, point init_cfg.checkpoint at "
-    "another file, or train the backbone from scratch on purpose with `--cfg-options "
-    "model.backbone.init_cfg=None`.")
 
 
 @MODELS.register_module()
@@ -138,8 +125,14 @@ class PartialNet(BaseModule):
         self.deploy_memory_format = 'auto'
         self.mixer_cfgs = self._resolve_mixer_cfgs(mixer_cfgs)
         act_cfg = act_cfg if act_cfg is not None else self.arch['act_cfg']
+        source = 'drop_path_rate'
         if drop_path_rate is None:
-            drop_path_rate = self.arch['drop_path_rate']
+            drop_path_rate, source = self.arch['drop_path_rate'], "the arch's drop_path_rate"
+        if not 0 <= drop_path_rate < 1:
+            raise ValueError(
+                f'PartialNet: {source} must be in [0, 1) (the probability of dropping the '
+                f'last block\'s residual branch; the earlier blocks\' rise linearly from 0 to '
+                f'it), got {drop_path_rate}')
         dpr = torch.linspace(0, drop_path_rate, sum(self.depths), device='cpu').tolist()
         mixer_defaults = dict(norm_cfg=norm_cfg, num_heads=self.arch['num_heads'],
                               attn_drop_rate=attn_drop_rate, proj_drop_rate=proj_drop_rate,
@@ -240,17 +233,14 @@ class PartialNet(BaseModule):
 
     # ------------------------------------------------------------------ weights
     def init_weights(self):
+        """The authors' initialisation; with ``init_cfg=dict(type='Pretrained', ...)`` the
+        checkpoint is then loaded over it, converted and checked
+        (:class:`partialnet_mm.checkpoint.PartialNetPretrained`)."""
         cfg = self.init_cfg
-        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
-            checkpoint = cfg.get('checkpoint')
-            if checkpoint is None:
-                raise ValueError("init_cfg type 'Pretrained' needs a 'checkpoint'")
+        if cfg is None or (isinstance(cfg, dict) and cfg.get('type') == 'Pretrained'):
             self._default_init()
-            self.load_pretrained(checkpoint, prefix=cfg.get('prefix'),
-                                 map_location=cfg.get('map_location', 'cpu'))
-            self._is_init = True
-        elif cfg is None:
-            self._default_init()
+            if cfg is not None:
+                WEIGHT_INITIALIZERS.build(dict(cfg, type='PartialNetPretrained'))(self)
             self._is_init = True
         else:
             super().init_weights()
@@ -265,93 +255,6 @@ class PartialNet(BaseModule):
             elif isinstance(m, nn.LayerNorm) and m.elementwise_affine:
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-
-    def load_pretrained(self, filename: str, prefix: Optional[str] = None,
-                        map_location='cpu') -> None:
-        """Load a converted (or authors') checkpoint into this backbone.
-
-        Shapes must fit exactly, else :class:`~partialnet_mm.checkpoint.CheckpointError`
-        names the keys and the variant the checkpoint looks like. Keys the checkpoint lacks
-        (e.g. the output norms when starting from a classifier) keep their initialisation and
-        are reported in one warning. A missing local file is an error that names the fix:
-        training from scratch must be asked for (``init_cfg=None``).
-        """
-        if '://' not in filename and not osp.isfile(filename):
-            raise CheckpointError(
-                f'PartialNet-{self.arch_name or "custom"}: pretrained checkpoint {filename!r} '
-                f'not found (init_cfg=dict(type=\'Pretrained\', ...)); the run stops rather '
-                f'than train from scratch unnoticed. ' + PRETRAINED_HELP.format(path=filename))
-        ckpt = CheckpointLoader.load_checkpoint(filename, map_location=map_location)
-        state_dict = unwrap_state_dict(ckpt)
-        if prefix and AUTHORS_MARKER not in state_dict:  # the authors' files have no prefix
-            prefix = prefix if prefix.endswith('.') else prefix + '.'
-            selected = OrderedDict((k[len(prefix):], v) for k, v in state_dict.items()
-                                   if k.startswith(prefix))
-            if not selected:
-                raise CheckpointError(f'{filename}: no key starts with prefix {prefix!r} '
-                                      f'(first keys: {list(state_dict)[:5]})')
-            state_dict = selected
-        if AUTHORS_MARKER in state_dict:
-            state_dict, _ = convert_authors_state_dict(state_dict, ARCH_SETTINGS,
-                                                       backbone_only=True)
-        if OURS_MARKER not in state_dict:
-            hint = (" Set init_cfg=dict(type='Pretrained', checkpoint=..., prefix='backbone.')."
-                    if f'backbone.{OURS_MARKER}' in state_dict else '')
-            raise CheckpointError(f'{filename} holds no PartialNet backbone weights at the '
-                                  f'top level (first keys: {list(state_dict)[:5]}).{hint}')
-        own = self.state_dict()
-        looks_like = self.describe_checkpoint_arch(state_dict)
-        hint = f'PartialNet-{self.arch_name or "custom"}; the checkpoint looks like {looks_like}'
-        self._check_keys(state_dict, own, filename, hint)
-        try:
-            missing = sorted(self.load_state_dict(state_dict, strict=False).missing_keys)
-        except (ValueError, RuntimeError) as err:
-            raise CheckpointError(f'{filename} does not load into {hint}: {err}') from None
-        print_log(f'PartialNet: loaded {len(state_dict)} tensors from {filename}', 'current')
-        if missing:
-            warnings.warn(f'PartialNet: {len(missing)} backbone tensors are not in {filename} '
-                          f'and keep their initialisation: {missing[:8]}'
-                          + (' ...' if len(missing) > 8 else ''))
-
-    def _check_keys(self, state_dict: Dict[str, torch.Tensor], own: Dict[str, torch.Tensor],
-                    filename: str, hint: str) -> None:
-        """Refuse shape mismatches and unexpected keys (missing ones are only warned about).
-
-        A mixer may take tensors of another shape than its own (``adapts_state_dict``, e.g.
-        one that embeds plain weights into a learned split); those keys are left to its
-        ``_load_from_state_dict``.
-        """
-        adapts = tuple(f'{name}.' for name, m in self.named_modules()
-                       if getattr(m, 'adapts_state_dict', False))
-        mismatched = [k for k, v in state_dict.items()
-                      if k in own and v.shape != own[k].shape and not k.startswith(adapts)]
-        unexpected = [k for k in state_dict if k not in own and not k.startswith(adapts)]
-        if mismatched or unexpected:
-            hints = sorted({h for h in map(self._unexpected_key_hint, unexpected) if h})
-            raise CheckpointError(describe_mismatch(
-                {k: state_dict[k] for k in mismatched + unexpected},
-                {k: own[k].shape for k in mismatched}, filename, hint)
-                + ''.join(f'. {h}' for h in hints))
-
-    def _unexpected_key_hint(self, key: str) -> Optional[str]:
-        """What the module a key points into says about it (``unexpected_key_hint(name)``),
-        e.g. a plain mixer naming the export a learned split needs."""
-        parts = key.split('.')
-        for depth in range(len(parts) - 1, 0, -1):
-            try:
-                module = self.get_submodule('.'.join(parts[:depth]))
-            except AttributeError:
-                continue
-            if hasattr(module, 'unexpected_key_hint'):
-                return module.unexpected_key_hint('.'.join(parts[depth:]))
-        return None
-
-    @staticmethod
-    def describe_checkpoint_arch(state_dict: Dict[str, torch.Tensor]) -> str:
-        """``'PartialNet-t1'`` or a structural description of a backbone state dict."""
-        structure = backbone_structure(state_dict)
-        name = preset_of(structure, ARCH_SETTINGS)
-        return f'PartialNet-{name}' if name else f'no preset ({describe_structure(structure)})'
 
     # ------------------------------------------------------------------ freezing
     def _frozen_modules(self) -> List[nn.Module]:
@@ -471,37 +374,3 @@ class PartialNet(BaseModule):
                 outs.append(dense_channels_last_grad(out).contiguous())
         return tuple(outs)
 
-
-def convert_state_dict(src: Dict[str, torch.Tensor], backbone_only: bool = False,
-                       arch: Optional[str] = None) -> Tuple['OrderedDict', dict]:
-    """An authors' PartialNet state dict in our key names, checked against the model.
-
-    :func:`partialnet_mm.checkpoint.convert_authors_state_dict` (renaming and arch
-    inference) followed by a shape check of every backbone tensor against the backbone the
-    inferred arch builds, so that a bad tensor is named here and not at loading time.
-
-    Args:
-        src: The authors' state dict (wrappers and ``model.``/``module.`` prefixes allowed).
-        backbone_only: Backbone keys only, without prefix (loadable into
-            ``PartialNet(arch=...)``); otherwise keys as mmpretrain's ``ImageClassifier``
-            names them (``backbone.*``, ``head.*``).
-        arch: Assert that the weights are this preset.
-
-    Returns:
-        (state_dict, info): info holds ``arch``, ``num_classes`` (or None),
-        ``with_out_norm`` and ``dropped`` (keys deliberately left out).
-    """
-    state_dict, info = convert_authors_state_dict(src, ARCH_SETTINGS, backbone_only, arch)
-    with torch.device('meta'):
-        reference = PartialNet(arch=info['arch'], with_out_norm=info['with_out_norm'])
-    expected = {k: v.shape for k, v in reference.state_dict().items()}
-    prefix = '' if backbone_only else 'backbone.'
-    backbone = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
-    mismatched = [k for k, v in backbone.items() if k in expected and v.shape != expected[k]]
-    unknown = sorted(set(backbone) - set(expected))
-    missing = sorted(set(expected) - set(backbone))
-    if mismatched or unknown or missing:
-        raise CheckpointError(describe_mismatch(
-            {k: backbone[k] for k in mismatched + unknown}, expected,
-            'converted backbone', f'PartialNet-{info["arch"]}', missing=missing))
-    return state_dict, info

@@ -7,6 +7,7 @@ import torch.utils.checkpoint as cp
 from mmcv.cnn.bricks import DropPath
 
 from ..utils.deploy import DeployMixin
+from ..utils.mixer_contract import SpatialMixer
 from ..utils.ops import add_drop_path
 from .mlp import PartialNetMLP
 
@@ -16,15 +17,15 @@ class PartialNetBlock(DeployMixin, nn.Module):
 
     With a mixer that does not carry its own residual (PConv, PAT_ch) the block computes
     ``x + drop_path(mlp(mixer(x)))`` (the mixer's output is not added on its own); with one
-    that does (PAT_sf, ``mixer.residual``) it computes ``y = mixer(x)`` (``= x + mix(x)``) and
-    ``y + drop_path(mlp(y))``.
+    that does (PAT_sf, :attr:`SpatialMixer.residual`) it computes ``y = mixer(x)``
+    (``= x + mix(x)``) and ``y + drop_path(mlp(y))``.
 
     Training form: the residual and the drop path as one operation
     (:func:`~..utils.ops.add_drop_path`; the authors' form adds after mmcv's ``DropPath``).
     Deploy form: no drop path, and the MLP adds the residual into its own output.
 
     Args:
-        spatial_mixing (nn.Module): The mixer (built by the backbone from its config).
+        spatial_mixing (SpatialMixer): The mixer (built by the backbone from its config).
         channels (int): Block width.
         mlp_ratio (float): MLP hidden ratio.
         drop_path (float): Stochastic depth rate of this block.
@@ -37,7 +38,7 @@ class PartialNetBlock(DeployMixin, nn.Module):
 
     naive = False  # the authors' formulation; see set_naive_forward
 
-    def __init__(self, spatial_mixing: nn.Module, channels: int, mlp_ratio: float,
+    def __init__(self, spatial_mixing: SpatialMixer, channels: int, mlp_ratio: float,
                  drop_path: float, act_cfg: dict, norm_cfg: dict,
                  use_spatial_attn: bool = False, with_cp: bool = False,
                  deploy: bool = False):
@@ -53,7 +54,7 @@ class PartialNetBlock(DeployMixin, nn.Module):
     @property
     def mixing_residual(self) -> bool:
         """Whether the mixer's output includes its input (PAT_sf blocks)."""
-        return bool(getattr(self.spatial_mixing, 'residual', False))
+        return self.spatial_mixing.residual
 
     def _fold(self) -> None:
         self.drop_path = nn.Identity()  # inference: stochastic depth is the identity

@@ -6,10 +6,9 @@ passes through unchanged and the PAT mixers send through an attention branch; th
 are joined again in the same order.
 
 Mixers are built from the :data:`MIXERS` registry, so a backbone stage can use any of them
-(or a user's own) through ``PartialNet(mixer_cfgs=...)``. A mixer is constructed as
-``cls(channels, conv_channels, **cfg)`` and exposes ``residual``: whether its output already
-includes its input (``x + mix(x)``; the block then adds its MLP to that sum, as PAT_sf blocks
-do) or not (the block adds the MLP of ``mix(x)`` to ``x``, as PConv / PAT_ch blocks do).
+(or a user's own) through ``PartialNet(mixer_cfgs=...)``. Every mixer subclasses
+:class:`~..utils.mixer_contract.SpatialMixer`, which says what a mixer provides (``residual``,
+``has_inference_form``, ``adapts_state_dict``, ``unexpected_key_hint``) and who relies on it.
 """
 import inspect
 from typing import Optional
@@ -20,13 +19,14 @@ from mmengine.registry import Registry
 
 from ..utils.deploy import DeployMixin
 from ..utils.exporting import is_exporting
+from ..utils.mixer_contract import SpatialMixer
 from ..utils.ops import dense_channels_last_grad
 from .attention import PartialChannelAttention, PartialSelfAttention
 
 MIXERS = Registry('PartialNet spatial mixer')
 
 
-class PartialConv(DeployMixin, nn.Module):
+class PartialConv(DeployMixin, SpatialMixer):
     """PConv: a 3x3 convolution over the first ``conv_channels`` channels only.
 
     Training form: split, convolve, attend (subclasses), concatenate. Inference form: one
@@ -39,9 +39,6 @@ class PartialConv(DeployMixin, nn.Module):
             ``channels - conv_channels`` are the untouched part.
         deploy (bool): Build the inference form (the same parameters). Defaults to False.
     """
-
-    residual = False
-    naive = False  # the authors' training form; see set_naive_forward
 
     def __init__(self, channels: int, conv_channels: int, deploy: bool = False):
         super().__init__()
@@ -58,7 +55,7 @@ class PartialConv(DeployMixin, nn.Module):
         pass  # the convolution has no norm; the attention branch folds itself
 
     def unexpected_key_hint(self, key: str) -> Optional[str]:
-        """What a state-dict key this mixer does not have means, if it knows."""
+        """A learned split's gates: the export a DPConv checkpoint needs first."""
         if key == 'conv.gates':
             return (f'conv.gates: this checkpoint has learned splits (a DPConv training '
                     f'checkpoint) and does not load into a plain {type(self).__name__}; export '
@@ -158,7 +155,9 @@ def build_mixer(cfg: dict, channels: int, conv_channels: int, **defaults) -> nn.
 
     ``defaults`` (the backbone's settings: ``norm_cfg``, ``num_heads``, ``deploy``, ...) fill
     in the keyword arguments the mixer class takes and ``cfg`` does not set; the others are
-    not passed, so a mixer declares what it needs by its signature.
+    not passed, so a mixer declares what it needs by its signature. The class must subclass
+    :class:`~..utils.mixer_contract.SpatialMixer` (what the block, the deploy walker and
+    checkpoint loading rely on).
     """
     cfg = dict(cfg)
     name = cfg.pop('type', None)
@@ -167,6 +166,12 @@ def build_mixer(cfg: dict, channels: int, conv_channels: int, **defaults) -> nn.
         raise KeyError(f'PartialNet: unknown mixer type {name!r}; registered mixers: '
                        f'{sorted(MIXERS.module_dict)} (register your own with '
                        f'partialnet_mm.models.MIXERS.register_module())')
+    if not (isinstance(cls, type) and issubclass(cls, SpatialMixer)):
+        raise TypeError(
+            f'PartialNet: mixer type {name!r} ({getattr(cls, "__name__", cls)!r}) is not a '
+            f'partialnet_mm.models.SpatialMixer; subclass it (it declares what a mixer '
+            f'provides: residual, has_inference_form, adapts_state_dict, '
+            f'unexpected_key_hint) instead of nn.Module')
     params = inspect.signature(cls).parameters
     takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
     for key, value in defaults.items():

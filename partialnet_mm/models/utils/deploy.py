@@ -21,6 +21,8 @@ from typing import List
 
 import torch.nn as nn
 
+from .mixer_contract import SpatialMixer
+
 
 class DeployMixin:
     """Base of the modules with an inference form (``deploy=True``).
@@ -65,12 +67,12 @@ class DeployMixin:
 def deploy_modules(model: nn.Module) -> List[nn.Module]:
     """The modules of ``model`` with an inference form, in ``model.modules()`` order.
 
-    A module that declares ``has_inference_form = False`` (e.g. a mixer with a learned split,
-    which must be exported first) keeps its whole subtree as it is: its parts are used
-    through its own computation, which their inference forms would break.
+    A mixer without an inference form (:attr:`SpatialMixer.has_inference_form` False, e.g.
+    one with a learned split, which must be exported first) keeps its whole subtree as it is:
+    its parts are used through its own computation, which their inference forms would break.
     """
     kept = [f'{name}.' for name, m in model.named_modules()
-            if getattr(m, 'has_inference_form', True) is False]
+            if isinstance(m, SpatialMixer) and not m.has_inference_form]
     return [m for name, m in model.named_modules()
             if isinstance(m, DeployMixin) and not f'{name}.'.startswith(tuple(kept))]
 

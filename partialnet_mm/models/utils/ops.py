@@ -131,6 +131,12 @@ def activation_(x: torch.Tensor, act: nn.Module) -> torch.Tensor:
     return x
 
 
+class PoolsAcrossProcesses:
+    """Base of a norm whose training statistics cover the batches of all processes, as
+    ``nn.SyncBatchNorm``'s do, without being one (the project's CPU SyncBN, which DDP would
+    refuse as an ``nn.SyncBatchNorm`` on CPU modules). :func:`sees_one_sample` reads it."""
+
+
 def sees_one_sample(norm: nn.Module, x: torch.Tensor) -> bool:
     """Whether a BatchNorm in training would normalise ``x`` over a single value per channel.
 
@@ -139,7 +145,7 @@ def sees_one_sample(norm: nn.Module, x: torch.Tensor) -> bool:
     """
     if x[:, 0].numel() != 1:
         return False
-    pools = isinstance(norm, nn.SyncBatchNorm) or getattr(norm, 'pools_across_processes', False)
+    pools = isinstance(norm, (nn.SyncBatchNorm, PoolsAcrossProcesses))
     synced = (pools and dist.is_available() and dist.is_initialized()
               and dist.get_world_size() > 1)
     return not synced

@@ -1,0 +1,24 @@
+# RetinaNet + FPN with a PartialNet backbone: mmdet's RetinaNet with the ResNet-50 replaced.
+# The values are PartialNet-T0's (so that this file builds on its own, as mmdet's base models
+# are ResNet-50); a variant config sets its `arch`, its ImageNet checkpoint and the FPN's
+# `in_channels`: the widths of stages 1-3 (partialnet_mm.partialnet_channels(arch, (1, 2, 3))).
+_base_ = ['mmdet::_base_/models/retinanet_r50_fpn.py']
+
+model = dict(
+    backbone=dict(
+        _delete_=True,
+        type='PartialNet',
+        arch='t0',
+        # RetinaNet's pyramid starts at stride 8: the backbone returns stages 1-3 only and
+        # the FPN starts at its first input (as mmdet's Swin RetinaNet does). Returning
+        # stage 0 as well would leave its output norm without gradients, which distributed
+        # training refuses.
+        out_indices=(1, 2, 3),
+        frozen_stages=-1,
+        norm_eval=False,
+        with_out_norm=True,
+        norm_cfg=dict(type='BN', requires_grad=True),
+        # the converted checkpoint holds a whole classifier: prefix picks the backbone
+        init_cfg=dict(type='Pretrained', prefix='backbone.',
+                      checkpoint='checkpoints/partialnet_t0_in1k.pth')),
+    neck=dict(in_channels=[64, 128, 256], start_level=0))
