@@ -216,8 +216,10 @@ def test_the_libraries_own_print_config_prints_every_config():
     import sys
     from concurrent.futures import ThreadPoolExecutor
 
+    libraries = {rel: load(rel).default_scope for rel in MODEL_CONFIGS}  # not thread-safe
+
     def run(rel):
-        library = load(rel).default_scope
+        library = libraries[rel]
         tool = osp.join(osp.dirname(importlib.import_module(library).__file__), '.mim',
                         'tools', 'misc', 'print_config.py')
         result = subprocess.run([sys.executable, tool, osp.join(CONFIGS, rel)],
