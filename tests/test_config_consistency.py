@@ -209,19 +209,22 @@ def test_config_prints_in_full_and_dumps_to_the_same_model(rel, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_libraries_own_print_config_prints_every_config():
-    """``<library>/.mim/tools/misc/print_config.py``, as a user runs it, on every config."""
+def test_the_libraries_own_print_config_prints_every_config(tmp_path):
+    """``<library>/.mim/tools/misc/print_config.py``, as a user runs it, on every config (in
+    a scratch folder: mmseg's also dumps the config to ./example.py)."""
     import importlib
     import subprocess
     import sys
     from concurrent.futures import ThreadPoolExecutor
 
+    libraries = {rel: load(rel).default_scope for rel in MODEL_CONFIGS}  # not thread-safe
+
     def run(rel):
-        library = load(rel).default_scope
+        library = libraries[rel]
         tool = osp.join(osp.dirname(importlib.import_module(library).__file__), '.mim',
                         'tools', 'misc', 'print_config.py')
         result = subprocess.run([sys.executable, tool, osp.join(CONFIGS, rel)],
-                                capture_output=True, text=True, cwd=ROOT)
+                                capture_output=True, text=True, cwd=str(tmp_path))
         return rel, result
 
     with ThreadPoolExecutor(2) as pool:
