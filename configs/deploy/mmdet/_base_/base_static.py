@@ -9,7 +9,9 @@ codebase_config = dict(
     task='ObjectDetection',
     model_type='end2end',
     module=['partialnet_mm'],
-    # the NMS inside the graph; the same thresholds as the configs' test_cfg
+    # The NMS inside the graph. mmdeploy takes score_thr, max_per_img and nms_pre from the
+    # model's test_cfg where it has them; score_threshold applies where it has none (the RPN).
+    # Not 0 there: mmdeploy's RPN then passes empty, zero-area proposals on to the RoI head.
     post_processing=dict(
         score_threshold=0.05,
         confidence_threshold=0.005,
