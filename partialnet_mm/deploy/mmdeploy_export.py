@@ -93,6 +93,9 @@ def compare_detections(reference: list, exported: list, tol: Tolerances) -> Dict
     box_ious, labels_equal, score_diffs, mask_ious = [], [], [], []
     for ref_sample, got_sample in zip(reference, exported):
         ref, got = ref_sample.pred_instances.cpu(), got_sample.pred_instances.cpu()
+        if ('masks' in ref) != ('masks' in got):
+            raise ExportCheckError(f'masks: PyTorch predicts {"some" if "masks" in ref else "none"}'
+                                   f', the export {"some" if "masks" in got else "none"}')
         pairs, n = match_detections(ref, got, tol)
         back_pairs, back_n = match_detections(got, ref, tol)
         matched, compared = matched + len(pairs), compared + n
@@ -293,9 +296,12 @@ def deploy(deploy_cfg: str, model_cfg: str, checkpoint: str, img: str, work_dir:
         pin_onnxruntime_threads(exported, backend_files[0], threads)
     reference = build_reference_model(model_config, checkpoint, device)
     images = [test_img] if isinstance(test_img, str) else list(test_img or [img])
-    figures, failures = compare_predictions(
-        task, predict(task_processor, reference, images, input_shape),
-        predict(task_processor, exported, images, input_shape), tol)
+    try:
+        figures, failures = compare_predictions(
+            task, predict(task_processor, reference, images, input_shape),
+            predict(task_processor, exported, images, input_shape), tol)
+    except ExportCheckError as error:  # outputs that cannot be compared: rejected too
+        figures, failures = {}, [str(error)]
 
     report = dict(task=task, backend=backend, deploy_cfg=deploy_cfg, model_cfg=model_cfg,
                   checkpoint=checkpoint, test_images=images, agreement=figures,
