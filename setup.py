@@ -117,7 +117,10 @@ setup(
     packages=find_packages(include=['partialnet_mm', 'partialnet_mm.*']),
     python_requires='>=3.8',
     install_requires=read_requirements('runtime.txt'),
-    extras_require={'tests': read_requirements('tests.txt')},
+    # [deploy]: mmdeploy's own dependencies; mmdeploy itself installs with --no-deps
+    # (requirements/deploy.txt says why)
+    extras_require={'tests': read_requirements('tests.txt'),
+                    'deploy': read_requirements('deploy.txt')},
     license='Apache-2.0',
     cmdclass={'build_py': BuildWithMimFiles, 'develop': DevelopWithMimFiles,
               'mim_links': LinkMimFiles},

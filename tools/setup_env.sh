@@ -10,6 +10,7 @@
 #   PARTIALNET_CACHE      where built mmcv wheels are kept (default: ~/.cache/partialnet-mm)
 #   TORCH_VERSION / TORCHVISION_VERSION   the torch pair  (default: 2.14.1 / 0.29.1)
 #   MMCV_VERSION          mmcv to build from its sdist     (default: 2.1.0)
+#   PARTIALNET_DEPLOY     1: also the deploy extra, mmdeploy (default: 1; 0 skips it)
 #
 # Why the stack is what it is: see README.md, section "The stack".
 set -euo pipefail
@@ -134,6 +135,16 @@ fi
 (cd "$ROOT" && "$VPY" setup.py -q egg_info mim_links 2>/dev/null)
 echo "$ROOT" >"$SITE/partialnet_mm-checkout.pth"
 rm -f "$CONSTRAINTS"
+
+# ---------------------------------------------------------------- deploy extra: mmdeploy
+# On by default so that CI runs the export tests (tests/test_mmdeploy.py). Everything with
+# --no-deps, so nothing of the stack moves: mmdeploy 1.3.1's metadata asks for
+# protobuf<=3.20.2, for which pip would take onnx back to 1.17 (requirements/deploy.txt).
+if [ "${PARTIALNET_DEPLOY:-1}" = 1 ]; then
+  say "installing the deploy extra: mmdeploy 1.3.1 and what it imports (--no-deps)"
+  pip_install --no-deps -r "$ROOT/requirements/deploy.txt" "mmdeploy==1.3.1"
+  "$VPY" -c "import mmdeploy.apis; print('[setup_env] mmdeploy', mmdeploy.__version__)"
+fi
 
 "$VPY" - <<'EOF'
 import torch, torchvision, mmcv, mmcv.ops, mmengine, mmdet, mmseg, mmpretrain, mim, partialnet_mm

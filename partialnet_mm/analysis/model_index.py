@@ -36,7 +36,8 @@ PAPER = OrderedDict(URL='https://arxiv.org/abs/2502.01303',
                     Title='Partial Channel Network: Compute Fewer, Perform Better')
 MODEL_INDEX = 'model-index.yml'
 METAFILE = 'configs/metafile.yml'
-EXCLUDED_DIRS = ('_base_', )
+# _base_ fragments and mmdeploy's deploy configs (configs/deploy) are not models
+EXCLUDED_DIRS = ('_base_', 'deploy')
 SEED = 0
 
 # collection name -> (task, architecture). A config joins the collection its model is.

@@ -1,0 +1,62 @@
+"""Export a whole PartialNet model to ONNX through MMDeploy (onnxruntime), and check it.
+
+Takes mmdeploy's own tools/deploy.py arguments; the deploy configs are in configs/deploy/:
+
+    python tools/deploy.py configs/deploy/mmdet/instance-seg/instance-seg_onnxruntime_dynamic.py \\
+        configs/mask_rcnn_partialnet_t0_coco.py work_dirs/mask_rcnn_t0/epoch_12.pth demo.jpg \\
+        --work-dir work_dirs/mask_rcnn_t0_onnx --device cpu --test-img val1.jpg val2.jpg
+
+mmdeploy's torch2onnx writes the graph (backbone folded); the file is then run in the backend
+(onnxruntime) and compared with PyTorch on the test images (boxes, scores, labels and masks;
+label maps; class scores) and timed against the fused PyTorch model. Only an export within
+the tolerances becomes <work-dir>/end2end.onnx (else end2end.onnx.rejected, and the tool
+fails); the figures go to <work-dir>/deploy_check.json.
+Needs mmdeploy: pip install -e ".[deploy]" (docs/mmdeploy.md).
+"""
+import argparse
+import json
+import os
+
+from partialnet_mm.deploy.mmdeploy_export import deploy
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('deploy_cfg', help='deploy config (configs/deploy/...)')
+    parser.add_argument('model_cfg', help='model config')
+    parser.add_argument('checkpoint', help='model checkpoint (trained, not folded)')
+    parser.add_argument('img', help='image the model is exported with')
+    parser.add_argument('--test-img', nargs='+', default=None,
+                        help='images onnxruntime and PyTorch are compared on (default: img)')
+    parser.add_argument('--work-dir', default=os.getcwd(),
+                        help='where end2end.onnx and deploy_check.json go (default: cwd)')
+    parser.add_argument('--device', default='cpu', help='device of the export (default cpu)')
+    parser.add_argument('--dump-info', action='store_true',
+                        help="also write mmdeploy's SDK files (deploy.json, pipeline.json, "
+                        'detail.json)')
+    parser.add_argument('--timing-rounds', type=int, default=5,
+                        help='interleaved latency rounds, onnxruntime vs fused PyTorch '
+                        '(0: skip; default 5)')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    report = deploy(args.deploy_cfg, args.model_cfg, args.checkpoint, args.img, args.work_dir,
+                    args.device, args.test_img, args.dump_info,
+                    timing_rounds=args.timing_rounds)
+    print(f'[deploy] wrote {", ".join(report["files"])} ({report["task"]}); '
+          f'{report["backend"]} vs PyTorch on {len(report["test_images"])} image(s): '
+          f'{json.dumps(report["agreement"])}')
+    if 'latency' in report:
+        lat = report['latency']
+        print(f'[deploy] latency (median of {lat["rounds"]} interleaved test_step runs, '
+              f'{lat["machine"]}): {report["backend"]} {lat[report["backend"]] * 1e3:.1f} ms, '
+              f'fused PyTorch {lat["pytorch_fused"] * 1e3:.1f} ms '
+              f'({lat["pytorch_fused_over_backend"]:.2f}x)')
+    return report
+
+
+if __name__ == '__main__':
+    main()
