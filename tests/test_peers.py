@@ -136,3 +136,6 @@ def test_the_plot_is_written_from_the_report(tmp_path):
     with pytest.raises(ValueError, match='not a benchmark report'):
         load_rows(str(tmp_path / 'bad.json'))
     assert osp.isfile(out)
+    from partialnet_mm.analysis.plot import peers_matrix
+    table = peers_matrix(rows)
+    assert 'RetinaNet 64x64' in table and '| ResNet-18 ' in table and '20.0 M / 7.00' in table

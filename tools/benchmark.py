@@ -90,9 +90,8 @@ def main(argv=None):
         header, rows = peers.run_peers(args.peers, args.backbones, args.warmup, args.runs,
                                        args.batch_size, args.train_runs, not args.no_flops,
                                        not args.no_train, not args.no_memory, args.cfg_options,
-                                       parse_shape(args.shape))
+                                       parse_shape(args.shape), args.json)
         print(peers.format_peers_table(rows, header))
-        write_json_report(args.json, header, rows)
         return rows
     authors = load_authors_partialnet(args.authors_code) if args.authors_code else None
     sources = bench.model_sources(args.arch, args.kind, args.config, args.cfg_options,

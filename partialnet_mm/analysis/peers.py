@@ -27,7 +27,7 @@ from ..runner.config import config_scope, load_config, project_file, scope_of
 from .benchmark import peak_step_memory, time_interleaved
 from .flops import TensorForward, count_flops
 from .models import build_config_model, synthetic_data_samples
-from .report import machine_description, markdown_table
+from .report import machine_description, markdown_table, write_json_report
 
 
 class Family(NamedTuple):
@@ -35,16 +35,22 @@ class Family(NamedTuple):
     config: str  # relative to the project root; its backbone is swapped
     hw: Tuple[int, int]  # (H, W) the family is measured at
     with_mask: bool = False  # its losses need instance masks
+    # GroupNorm groups for every model of the family, where the config's cannot split the
+    # layers some backbones' widths give the neck (None: as configured)
+    gn_groups: Optional[int] = None
 
 
 # (H, W): what mmdet's 1333 x 800 test resize gives a 4:3 image once padded to stride 32;
 # RTMDet's own 640 x 640 test size; Semantic FPN's 512 x 512 crop. RTMDet keeps the T2
-# config's neck and head (RTMDet-s widths) for every backbone.
+# config's neck and head (RTMDet-s widths) for every backbone, with 8 GroupNorm groups: 32
+# cannot split the 40- and 48-channel halves of the CSP layers that FasterNet-T0's and
+# PartialNet-T1's stride-8 widths give it (GN's cost does not depend on the groups).
 FAMILIES = OrderedDict([
     ('mask_rcnn', Family('Mask R-CNN', 'configs/mask_rcnn_partialnet_t0_coco.py', (800, 1344),
                          with_mask=True)),
     ('retinanet', Family('RetinaNet', 'configs/retinanet_partialnet_t0_coco.py', (800, 1344))),
-    ('rtmdet', Family('RTMDet', 'configs/rtmdet_partialnet_t2_coco.py', (640, 640))),
+    ('rtmdet', Family('RTMDet', 'configs/rtmdet_partialnet_t2_coco.py', (640, 640),
+                      gn_groups=8)),
     ('fpn', Family('Semantic FPN', 'configs/fpn_partialnet_t0_ade20k.py', (512, 512))),
 ])
 PARTIALNET_ARCHS = ('t0', 't1', 't2', 's', 'm', 'l')
@@ -119,15 +125,18 @@ def backbone_cfg(name: str, template: dict) -> dict:
     raise ValueError(f'unknown backbone {name!r}; choose from {backbone_names()}')
 
 
-def _without_sync_bn(value):
-    """``value`` with every ``SyncBN`` norm config replaced by ``BN`` (one process)."""
+def _single_process_norms(value, gn_groups: Optional[int] = None):
+    """``value`` with every ``SyncBN`` norm config replaced by ``BN`` (one process) and,
+    with ``gn_groups``, every GroupNorm's ``num_groups`` set to it."""
     if isinstance(value, dict):
-        out = {k: _without_sync_bn(v) for k, v in value.items()}
+        out = {k: _single_process_norms(v, gn_groups) for k, v in value.items()}
         if out.get('type') == 'SyncBN':
             out['type'] = 'BN'
+        if out.get('type') == 'GN' and gn_groups:
+            out['num_groups'] = gn_groups
         return out
     if isinstance(value, (list, tuple)):
-        return type(value)(_without_sync_bn(v) for v in value)
+        return type(value)(_single_process_norms(v, gn_groups) for v in value)
     return value
 
 
@@ -148,7 +157,7 @@ def peer_config(family: str, name: str, cfg_options=None):
     """The family's config with backbone ``name`` and the neck widths it needs."""
     cfg = load_config(project_file(FAMILIES[family].config), cfg_options)
     scope = config_scope(cfg)
-    model = _without_sync_bn(cfg.model.to_dict())
+    model = _single_process_norms(cfg.model.to_dict(), FAMILIES[family].gn_groups)
     model['backbone'] = backbone_cfg(name, model['backbone'])
     model['neck']['in_channels'] = backbone_channels(model['backbone'], scope)
     cfg.model = model
@@ -303,16 +312,22 @@ def benchmark_family(family: str, names: Sequence[str], warmup: int, runs: int,
 def run_peers(families: Sequence[str], names: Sequence[str], warmup: int, runs: int,
               train_batch: int = 2, train_runs: Optional[int] = None, flops: bool = True,
               train: bool = True, memory: bool = True, cfg_options=None,
-              hw: Optional[Tuple[int, int]] = None) -> Tuple[str, list]:
-    """:func:`benchmark_family` for each family, progress printed; ``(header, rows)``."""
+              hw: Optional[Tuple[int, int]] = None,
+              json_path: Optional[str] = None) -> Tuple[str, list]:
+    """:func:`benchmark_family` for each family, progress printed; ``(header, rows)``.
+
+    ``json_path``: the rows so far are written there after every family, so that a long run
+    cut short keeps the families it finished.
+    """
+    header = (f'# whole models: batch-1 inference, batch-{train_batch} training steps; '
+              f'{machine_description(torch.device("cpu"))}; median of {runs} (training '
+              f'{train_runs or runs}) interleaved rounds after {warmup} warm-up; fp32')
     rows = []
     for family in families:
         rows += benchmark_family(family, names, warmup, runs, train_batch, train_runs,
                                  flops, train, memory, cfg_options, hw,
                                  progress=lambda m: print(f'[peers] {m}', flush=True))
-    header = (f'# whole models: batch-1 inference, batch-{train_batch} training steps; '
-              f'{machine_description(torch.device("cpu"))}; median of {runs} (training '
-              f'{train_runs or runs}) interleaved rounds after {warmup} warm-up; fp32')
+        write_json_report(json_path, header, rows)
     return header, rows
 
 

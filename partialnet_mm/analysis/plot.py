@@ -65,3 +65,27 @@ def plot_peers(rows: List[Dict], out: str, x: str = 'params_m', y: str = 'full_m
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def peers_matrix(rows: List[Dict], value: str = 'full_ms') -> str:
+    """The rows as one Markdown table for a README: a row per backbone, a column per family,
+    each cell ``params M / value`` (value: a key of :data:`AXES`)."""
+    from .report import markdown_table
+    if value not in AXES:
+        raise ValueError(f'value {value!r}: choose from {sorted(AXES)}')
+    families = list(OrderedDict.fromkeys(r['family'] for r in rows))
+    backbones = list(OrderedDict.fromkeys(r['backbone'] for r in rows))
+    cells = {(r['family'], r['backbone']): r for r in rows}
+    inputs = {r['family']: r['input'] for r in rows}
+
+    def cell(family, backbone):
+        row = cells.get((family, backbone))
+        if row is None or row.get(value) is None:
+            return '-'
+        number = row[value]
+        shown = f'{number:.0f}' if number >= 100 else f'{number:.1f}' if number >= 10 else \
+            f'{number:.2f}'
+        return f'{row["params_m"]:.1f} M / {shown}'
+
+    header = ['backbone'] + [f'{f} {inputs[f]}' for f in families]
+    return markdown_table(header, [[b] + [cell(f, b) for f in families] for b in backbones])
