@@ -77,7 +77,7 @@ model = dict(
     backbone=dict(init_cfg=None),
     bbox_head=dict(num_classes=len(classes)))
 
-max_epochs = 3
+max_epochs = 6
 stage2_num_epochs = 1
 base_lr = 0.001
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs, dynamic_intervals=None)
