@@ -319,9 +319,11 @@ def run_peers(families: Sequence[str], names: Sequence[str], warmup: int, runs: 
     ``json_path``: the rows so far are written there after every family, so that a long run
     cut short keeps the families it finished.
     """
-    header = (f'# whole models: batch-1 inference, batch-{train_batch} training steps; '
-              f'{machine_description(torch.device("cpu"))}; median of {runs} (training '
-              f'{train_runs or runs}) interleaved rounds after {warmup} warm-up; fp32')
+    training = (f', batch-{train_batch} training steps ({train_runs or runs} rounds)'
+                if train else '')
+    header = (f'# whole models: batch-1 inference{training}; '
+              f'{machine_description(torch.device("cpu"))}; median of {runs} interleaved '
+              f'rounds after {warmup} warm-up; fp32')
     rows = []
     for family in families:
         rows += benchmark_family(family, names, warmup, runs, train_batch, train_runs,
