@@ -4,6 +4,8 @@ import json
 from collections import OrderedDict
 from typing import Dict, List
 
+from .report import markdown_table
+
 # x and y axes a plot can use: row key -> axis label
 AXES = dict(params_m='parameters (M)', gflops='GFLOPs', full_ms='full network, ms (batch 1)',
             backbone_neck_ms='backbone + neck, ms (batch 1)',
@@ -70,7 +72,6 @@ def plot_peers(rows: List[Dict], out: str, x: str = 'params_m', y: str = 'full_m
 def peers_matrix(rows: List[Dict], value: str = 'full_ms') -> str:
     """The rows as one Markdown table for a README: a row per backbone, a column per family,
     each cell ``params M / value`` (value: a key of :data:`AXES`)."""
-    from .report import markdown_table
     if value not in AXES:
         raise ValueError(f'value {value!r}: choose from {sorted(AXES)}')
     families = list(OrderedDict.fromkeys(r['family'] for r in rows))
