@@ -118,9 +118,10 @@ setup(
     python_requires='>=3.8',
     install_requires=read_requirements('runtime.txt'),
     # [deploy]: mmdeploy's own dependencies; mmdeploy itself installs with --no-deps
-    # (requirements/deploy.txt says why)
+    # (requirements/deploy.txt says why); [peers]: timm, for the FasterNet peers
     extras_require={'tests': read_requirements('tests.txt'),
-                    'deploy': read_requirements('deploy.txt')},
+                    'deploy': read_requirements('deploy.txt'),
+                    'peers': read_requirements('peers.txt')},
     license='Apache-2.0',
     cmdclass={'build_py': BuildWithMimFiles, 'develop': DevelopWithMimFiles,
               'mim_links': LinkMimFiles},

@@ -48,6 +48,16 @@ def test_the_families_differ_as_their_configs_say(models):
     assert by_name['upernet_partialnet_t0_ade20k']['Metadata']['Iterations'] == 160000
     assert by_name['cascade_mask_rcnn_partialnet_t0_ms_3x_coco']['In Collection'] == \
         'Cascade Mask R-CNN (PartialNet)'
+    # one model type, two collections: RTMDet's box head or its instance head
+    for arch in ('t0', 't1', 't2', 's', 'm', 'l'):
+        assert by_name[f'rtmdet_partialnet_{arch}_coco']['In Collection'] == \
+            'RTMDet (PartialNet)'
+        assert by_name[f'rtmdet-ins_partialnet_{arch}_coco']['In Collection'] == \
+            'RTMDet-Ins (PartialNet)'
+    rtmdet = [by_name[f'rtmdet_partialnet_{a}_coco']['Metadata']['Parameters']
+              for a in ('t0', 't1', 't2', 's', 'm', 'l')]
+    assert rtmdet == sorted(rtmdet)
+    assert by_name['rtmdet_partialnet_t0_coco']['Metadata']['Epochs'] == 100
 
 
 @pytest.mark.parametrize('name', ['partialnet_t0_imagenet', 'upernet_partialnet_t0_ade20k'])

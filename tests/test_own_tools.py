@@ -28,8 +28,8 @@ SEG_OPTIONS = ['train_cfg.max_iters=2', 'train_cfg.val_interval=2',
 CLS_OPTIONS = ['train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
                'train_dataloader.batch_size=4', 'val_dataloader.batch_size=4',
                'default_hooks.logger.interval=1']
-# A freshly started RetinaNet scores every box near its 0.01 focal prior, below the 0.05
-# test threshold; after two iterations it still does. Keeping all boxes lets the COCO
+# A freshly started RetinaNet (or RTMDet) scores every box near its 0.01 focal prior, below
+# the 0.05 test threshold; after two iterations it still does. Keeping all boxes lets the COCO
 # evaluation run on its real (if poor) predictions instead of reporting an empty result.
 RETINANET_ALL_BOXES = ['model.test_cfg.score_thr=0.0']
 
@@ -39,6 +39,9 @@ DEMOS = {
     'mask_rcnn_partialnet_t0_dpconv_demo.py':
         ('mmdet', 'coco', [], ['coco/bbox_mAP', 'coco/segm_mAP']),
     'retinanet_partialnet_t0_demo.py': ('mmdet', 'coco', RETINANET_ALL_BOXES, ['coco/bbox_mAP']),
+    'rtmdet_partialnet_t0_demo.py': ('mmdet', 'coco', RETINANET_ALL_BOXES, ['coco/bbox_mAP']),
+    'rtmdet-ins_partialnet_t0_demo.py':
+        ('mmdet', 'coco', RETINANET_ALL_BOXES, ['coco/bbox_mAP', 'coco/segm_mAP']),
     'fpn_partialnet_t0_demo.py': ('mmseg', 'ade20k', [], ['mIoU']),
     'upernet_partialnet_t0_demo.py': ('mmseg', 'ade20k', [], ['mIoU']),
     'partialnet_t0_imagenet_demo.py': ('mmpretrain', 'imagenet', [], ['accuracy/top1']),

@@ -9,15 +9,23 @@
     # training step (forward, backward, AdamW) and peak memory: naive vs ours (vs ours+cp)
     python tools/benchmark.py --train --arch t0 t2 --kind classifier --batch-size 16
     python tools/benchmark.py --train --with-cp --arch t2 --shape 800 1280 --batch-size 2
+    # against the authors' own code (a clone of github.com/haiduo/PartialNet), same weights
+    python tools/benchmark.py --train --arch t0 t2 --kind classifier --authors-code ../PartialNet
+    # whole detectors / segmentors with PartialNet, ResNet-18/50 and FasterNet (timm) backbones
+    python tools/benchmark.py --peers mask_rcnn rtmdet --backbones t0 r50 fasternet_t0 --runs 3
 
-The forms of one model are timed in interleaved rounds; see partialnet_mm.analysis.benchmark.
+Forms of one model (--peers: all models of a family) are timed in interleaved rounds; see
+partialnet_mm.analysis.benchmark and partialnet_mm.analysis.peers.
 """
 import argparse
 
 import torch
 
 from partialnet_mm.analysis import benchmark as bench
+from partialnet_mm.analysis import peers
+from partialnet_mm.analysis.authors_code import load_authors_partialnet
 from partialnet_mm.analysis.models import add_model_arguments, parse_shape
+from partialnet_mm.analysis.report import write_json_report
 from partialnet_mm.models import PartialNet
 
 
@@ -52,7 +60,14 @@ def parse_args(argv=None):
     parser.add_argument('--warmup', type=int, default=3, help='untimed passes per form')
     parser.add_argument('--runs', type=int, default=10, help='timed passes per form')
     parser.add_argument('--no-latency', action='store_true', help='skip the batch-1 latency')
+    peers.add_arguments(parser)
     args = parser.parse_args(argv)
+    if args.peers:
+        if args.arch or args.config or args.authors_code or args.amp or args.device:
+            parser.error('--peers takes --backbones (not --arch, --config, --authors-code) '
+                         'and times fp32 on the CPU (no --amp, --device)')
+        args.batch_size = 2 if args.batch_size == 16 else args.batch_size  # default: 2
+        return args
     if not args.arch and not args.config:
         parser.error('give at least one --arch or --config')
     if args.checkpoint is not None and len(args.checkpoint) != len(args.config):
@@ -71,22 +86,32 @@ def main(argv=None):
     device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise SystemExit('--device cuda: no CUDA device is available')
+    if args.peers:
+        header, rows = peers.run_peers(args.peers, args.backbones, args.warmup, args.runs,
+                                       args.batch_size, args.train_runs, not args.no_flops,
+                                       not args.no_train, not args.no_memory, args.cfg_options,
+                                       parse_shape(args.shape), args.json)
+        print(peers.format_peers_table(rows, header))
+        return rows
+    authors = load_authors_partialnet(args.authors_code) if args.authors_code else None
     sources = bench.model_sources(args.arch, args.kind, args.config, args.cfg_options,
-                                  args.checkpoint, parse_shape(args.shape))
+                                  args.checkpoint, parse_shape(args.shape), authors)
+    first = ['authors'] if authors else []
     if args.train:
-        forms = ['naive', 'ours'] + (['ours+cp'] if args.with_cp else [])
+        forms = first + ['naive', 'ours'] + (['ours+cp'] if args.with_cp else [])
         rows = bench.benchmark_training(sources, forms, args.batch_size, device, args.warmup,
                                         args.runs, args.amp, memory=not args.no_memory)
         what = 'training step'
     else:
-        forms = ['naive', 'fused'] if args.compare_naive else \
-            ['fused'] if args.fuse else ['naive']
+        forms = first + (['naive', 'fused'] if args.compare_naive else
+                         ['fused'] if args.fuse else ['naive'])
         rows = bench.benchmark_inference(sources, forms, args.batch_size, device, args.warmup,
                                          args.runs, args.amp, args.memory_format, args.mode,
                                          latency=not args.no_latency)
         what = f'inference (fused memory format: {args.memory_format})'
-    print(bench.format_table(rows, bench.run_header(device, args.runs, args.warmup, args.amp,
-                                                    what)))
+    header = bench.run_header(device, args.runs, args.warmup, args.amp, what)
+    print(bench.format_table(rows, header))
+    write_json_report(args.json, header, rows)
     return rows
 
 

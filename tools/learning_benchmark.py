@@ -22,7 +22,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('tasks', nargs='*', choices=sorted(lb.TASKS) + [[]],
-                        help='which benchmarks (default: all, in the order cls seg det)')
+                        help='which benchmarks (default: all, in the order cls seg det rtmdet '
+                        'rtmdet-ins)')
     parser.add_argument('--work-dir', default=osp.join('work_dirs', 'learning_benchmark'),
                         help='each task trains in WORK_DIR/<task>')
     parser.add_argument('--cfg-options', nargs='+', default=[],

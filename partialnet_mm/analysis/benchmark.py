@@ -8,6 +8,11 @@ Training: images/s of one step (forward, backward, optimizer) and its peak memor
 ``naive`` form and the training path (``ours``), optionally also with activation
 checkpointing (``ours+cp``, ``with_cp=True``).
 
+The ``naive`` form is our re-implementation of the authors' formulation, which is slower
+than their own code. With the authors' code (a clone of haiduo/PartialNet,
+:mod:`~partialnet_mm.analysis.authors_code`), an arch is also timed in the ``authors`` form:
+their model with the same weights; speed-ups are then relative to it.
+
 The forms of one model are timed in interleaved rounds (every round times each once, in
 rotating order), so a load change on a shared machine affects them alike and their ratio
 stays fair; the models of one run are timed one after another. Every figure is a median.
@@ -29,30 +34,33 @@ from ..models import set_naive_forward
 from ..runner.config import config_scope, load_config, scope_of
 from .models import (build_arch_model, build_config_model, default_input_shape,
                      find_backbones, switch_model_to_deploy, synthetic_data_samples)
+from .authors_code import authors_model
 from .report import machine_description, markdown_table
 
-INFERENCE_FORMS = ('naive', 'fused')
-TRAINING_FORMS = ('naive', 'ours', 'ours+cp')
+INFERENCE_FORMS = ('authors', 'naive', 'fused')
+TRAINING_FORMS = ('authors', 'naive', 'ours', 'ours+cp')
 
 
 class Target:
     """One form of one model to time: how to build its inputs and run it."""
 
     def __init__(self, name: str, form: str, model: nn.Module, scope: Optional[str],
-                 hw: Tuple[int, int], mode: str = 'tensor'):
+                 hw: Tuple[int, int], mode: str = 'tensor', plain_call: bool = False):
         self.name, self.form, self.model = name, form, model
         self.scope, self.hw, self.mode = scope, hw, mode
         self.params = sum(p.numel() for p in model.parameters())
-        self.is_backbone = scope is None  # a bare backbone: model(images)
+        self.is_backbone = scope is None  # a bare backbone
+        # model(images): a bare backbone, or the authors' classifier (not an mmpretrain one)
+        self.plain_call = plain_call or self.is_backbone
 
     def inputs(self, batch: int, device) -> tuple:
         images = torch.randn(batch, 3, *self.hw, device=device)
-        if self.is_backbone:
+        if self.plain_call:
             return (images, )
         return images, synthetic_data_samples(self.scope, batch, self.hw)
 
     def forward(self, inputs: tuple):
-        if self.is_backbone:
+        if self.plain_call:
             return self.model(*inputs)
         with scope_of(self.scope):
             return self.model(*inputs, mode=self.mode)
@@ -70,13 +78,17 @@ class Source:
         checkpoint (str, optional): Weights for the config's model.
         shape (tuple, optional): Input (H, W); default 224 x 224 for an arch, the config's
             test scale for a config.
+        authors (module, optional): The authors' ``models/partialnet.py``
+            (:func:`~partialnet_mm.analysis.authors_code.load_authors_partialnet`), for the
+            ``authors`` form of an arch.
     """
 
     def __init__(self, arch: Optional[str] = None, kind: str = 'backbone',
                  config: Optional[str] = None, cfg_options=None,
-                 checkpoint: Optional[str] = None, shape: Optional[Tuple[int, int]] = None):
+                 checkpoint: Optional[str] = None, shape: Optional[Tuple[int, int]] = None,
+                 authors=None):
         self.arch, self.kind, self.config = arch, kind, config
-        self.cfg_options, self.checkpoint = cfg_options, checkpoint
+        self.cfg_options, self.checkpoint, self.authors = cfg_options, checkpoint, authors
         if arch is not None:
             self.name = f'{arch} {kind}'
             self.scope = 'mmpretrain' if kind == 'classifier' else None
@@ -95,13 +107,21 @@ class Source:
             cfg.model.backbone.with_cp = True
         return build_config_model(cfg, self.checkpoint)
 
+    def build_authors(self, ours: nn.Module) -> nn.Module:
+        """The authors' model of this arch with the weights of ``ours``, in eval mode."""
+        if self.arch is None or self.authors is None:
+            raise ValueError(f'{self.name}: the authors\' form needs an --arch and '
+                             f'--authors-code (configs are timed in our forms only)')
+        return authors_model(self.authors, self.arch, self.kind, ours)
+
 
 def model_sources(archs: Sequence[str] = (), kind: str = 'backbone',
                   configs: Sequence[str] = (), cfg_options=None,
                   checkpoints: Optional[Sequence[str]] = None,
-                  shape: Optional[Tuple[int, int]] = None) -> List[Source]:
-    """The :class:`Source` of every arch and config of a run."""
-    return [Source(arch=a, kind=kind, shape=shape) for a in archs] + [
+                  shape: Optional[Tuple[int, int]] = None, authors=None) -> List[Source]:
+    """The :class:`Source` of every arch and config of a run (``authors``: the authors'
+    module, which the archs are also timed in)."""
+    return [Source(arch=a, kind=kind, shape=shape, authors=authors) for a in archs] + [
         Source(config=c, cfg_options=cfg_options, shape=shape,
                checkpoint=checkpoints[i] if checkpoints else None)
         for i, c in enumerate(configs)]
@@ -116,7 +136,12 @@ def inference_targets(sources: List[Source], forms: Sequence[str], device,
         model = source.build().to(device)
         fusable = all(hasattr(b, 'switch_to_deploy') for b in find_backbones(model))
         for form in forms:
-            if form == 'naive':
+            if form == 'authors':
+                if source.arch is None:
+                    continue  # a config: our forms only
+                targets.append(Target(name, form, source.build_authors(model).to(device),
+                                      scope, hw, mode, plain_call=True))
+            elif form == 'naive':
                 targets.append(Target(name, form, set_naive_forward(copy.deepcopy(model)),
                                       scope, hw, mode))
             elif fusable:
@@ -134,6 +159,12 @@ def training_targets(sources: List[Source], forms: Sequence[str], device) -> Lis
     for source in sources:
         reference = source.build()
         for form in forms:
+            if form == 'authors':
+                if source.arch is not None:
+                    targets.append(Target(source.name, form,
+                                          source.build_authors(reference).to(device).train(),
+                                          source.scope, source.hw, plain_call=True))
+                continue
             model = source.build(with_cp=form.endswith('+cp'))
             model.load_state_dict(reference.state_dict())
             set_naive_forward(model, form == 'naive')
@@ -274,7 +305,13 @@ def benchmark_inference(sources: List[Source], forms: Sequence[str], batch: int,
                              input=f'{t.hw[0]}x{t.hw[1]}', batch=batch,
                              throughput=batch / s,
                              latency_ms=None if lt is None else lt * 1e3))
-    return _with_ratios(rows, 'fused')
+    return _with_ratios(rows, None if 'authors' in forms else 'fused', _base_form(forms))
+
+
+def _base_form(forms: Sequence[str]) -> str:
+    """The form speed-ups are relative to: the authors' code when it is timed, else our
+    naive re-implementation of their formulation."""
+    return 'authors' if 'authors' in forms else 'naive'
 
 
 def benchmark_training(sources: List[Source], forms: Sequence[str], batch: int, device,
@@ -294,12 +331,14 @@ def benchmark_training(sources: List[Source], forms: Sequence[str], batch: int, 
                              throughput=batch / s, step_ms=s * 1e3,
                              peak_mb=None if peak is None else peak / 2**20))
         del group
-    return _with_ratios(rows, None)
+    return _with_ratios(rows, None, _base_form(forms))
 
 
-def _with_ratios(rows: List[Dict], only_form: Optional[str]) -> List[Dict]:
-    """``speedup`` (and ``memory_ratio``) of each row against its model's naive row."""
-    naive = {r['model']: r for r in rows if r['form'] == 'naive'}
+def _with_ratios(rows: List[Dict], only_form: Optional[str],
+                 base_form: str = 'naive') -> List[Dict]:
+    """``speedup`` (and ``memory_ratio``) of each row against its model's ``base_form``
+    row."""
+    naive = {r['model']: r for r in rows if r['form'] == base_form}
     for r in rows:
         base = naive.get(r['model'])
         if base is None or r is base or (only_form and r['form'] != only_form):

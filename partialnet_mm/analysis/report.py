@@ -1,4 +1,5 @@
 """What the benchmark tools print: the machine they ran on and Markdown tables."""
+import json
 import os
 import platform
 from typing import List, Optional, Sequence
@@ -55,3 +56,12 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]],
         if n == 0:
             lines.append('|' + '|'.join('-' * (w + 2) for w in widths) + '|')
     return '\n'.join(lines)
+
+
+def write_json_report(path: Optional[str], header: str, rows: Sequence[dict]) -> None:
+    """``{'header': ..., 'rows': [...]}`` to ``path`` (nothing when ``path`` is None), for
+    tools that read a benchmark's rows back (``tools/plot_benchmark.py``)."""
+    if path:
+        with open(path, 'w') as f:
+            json.dump(dict(header=header, rows=list(rows)), f, indent=2)
+        print(f'rows written to {path}')

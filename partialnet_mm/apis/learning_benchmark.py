@@ -36,6 +36,14 @@ TASKS = {  # in the order they run
     'det': Task('configs/demo/mask_rcnn_partialnet_t0_demo.py', 'coco',
                 {'coco/bbox_mAP': 0.5, 'coco/segm_mAP': 0.5},
                 'annotations/instances_val2017.json'),
+    # RTMDet and RTMDet-Ins alone start from random weights: 6 epochs reached bbox mAP
+    # 0.153, and 0.172 / segm 0.184 (docs/benchmarks.md); the targets sit below that.
+    # (Mask R-CNN's 0.5 is reached from the classification demo's backbone, in 8 epochs.)
+    'rtmdet': Task('configs/demo/rtmdet_partialnet_t0_demo.py', 'coco',
+                   {'coco/bbox_mAP': 0.12}, 'annotations/instances_val2017.json'),
+    'rtmdet-ins': Task('configs/demo/rtmdet-ins_partialnet_t0_demo.py', 'coco',
+                       {'coco/bbox_mAP': 0.14, 'coco/segm_mAP': 0.15},
+                       'annotations/instances_val2017.json'),
 }
 # shown beside the targets
 EXTRA_METRICS = ('coco/bbox_mAP_50', 'coco/segm_mAP_50', 'aAcc', 'mAcc')
