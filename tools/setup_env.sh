@@ -11,6 +11,7 @@
 #   TORCH_VERSION / TORCHVISION_VERSION   the torch pair  (default: 2.14.1 / 0.29.1)
 #   MMCV_VERSION          mmcv to build from its sdist     (default: 2.1.0)
 #   PARTIALNET_DEPLOY     1: also the deploy extra, mmdeploy (default: 1; 0 skips it)
+#   PARTIALNET_PEERS      1: also timm for the benchmark's FasterNet peers (default: 1)
 #
 # Why the stack is what it is: see README.md, section "The stack".
 set -euo pipefail
@@ -144,6 +145,13 @@ if [ "${PARTIALNET_DEPLOY:-1}" = 1 ]; then
   say "installing the deploy extra: mmdeploy 1.3.1 and what it imports (--no-deps)"
   pip_install --no-deps -r "$ROOT/requirements/deploy.txt" "mmdeploy==1.3.1"
   "$VPY" -c "import mmdeploy.apis; print('[setup_env] mmdeploy', mmdeploy.__version__)"
+fi
+
+# ---------------------------------------------------------------- peers extra: timm
+# timm's FasterNet is a peer in tools/benchmark.py --peers (tests/test_peers.py); --no-deps,
+# as timm would otherwise ask for a torch of its own choosing.
+if [ "${PARTIALNET_PEERS:-1}" = 1 ]; then
+  pip_install --no-deps "timm==1.0.31"
 fi
 
 "$VPY" - <<'EOF'
