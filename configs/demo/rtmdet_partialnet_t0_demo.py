@@ -1,9 +1,10 @@
 # The real PartialNet-T0 RTMDet config on the embedded COCO-format demo set
 # (python tools/make_demo_data.py writes it): swaps the data, image size, schedule and class
 # names; keeps the model, EMA and the switch to a lighter pipeline for the last epochs.
-_base_ = ['../rtmdet_partialnet_t0_coco.py', '../_base_/coco_demo_data.py']
+_base_ = ['../rtmdet_partialnet_t0_coco.py']
 
-classes = _base_.demo_classes
+data_root = 'data/coco_demo/'
+classes = ('circle', 'triangle', 'rectangle', 'star')
 # the 256-px scenes at 160 px: their shapes stay large enough, and a step costs 0.4x as much
 image_size = (160, 160)
 # the demo's scenes hold whole shapes: scale jitter and flips, without Mosaic/MixUp
@@ -39,7 +40,7 @@ train_dataloader = dict(
     num_workers=1,
     pin_memory=False,
     dataset=dict(
-        data_root=_base_.demo_data_root,
+        data_root=data_root,
         metainfo=dict(classes=classes),
         ann_file='annotations/instances_train2017.json',
         data_prefix=dict(img='train2017/'),
@@ -48,13 +49,13 @@ val_dataloader = dict(
     batch_size=4,
     num_workers=1,
     dataset=dict(
-        data_root=_base_.demo_data_root,
+        data_root=data_root,
         metainfo=dict(classes=classes),
         ann_file='annotations/instances_val2017.json',
         data_prefix=dict(img='val2017/'),
         pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=_base_.demo_data_root + 'annotations/instances_val2017.json')
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
 test_evaluator = val_evaluator
 # the real config's three TTA scales (640, 320, 960) in proportion to the demo's 160
 tta_pipeline = [
