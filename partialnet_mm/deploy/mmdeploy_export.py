@@ -259,19 +259,6 @@ def keep_or_reject(out_dir: str, work_dir: str, rejected: bool) -> List[str]:
     return moved
 
 
-def keep_every_rpn_proposal(model_cfg) -> None:
-    """``score_thr=0`` in a two-stage detector's RPN test settings, unless set.
-
-    mmdet's RPN keeps its proposals whatever their objectness (it has no score threshold);
-    mmdeploy's RPN rewrite drops those below ``score_thr`` of the RPN settings, else below
-    the deploy config's ``post_processing.score_threshold`` (0.05), which removes most
-    proposals of a not yet confident RPN and with them detections PyTorch makes.
-    """
-    rpn = (model_cfg.model.get('test_cfg') or {}).get('rpn')
-    if rpn is not None and 'score_thr' not in rpn:
-        rpn['score_thr'] = 0.
-
-
 def deploy(deploy_cfg: str, model_cfg: str, checkpoint: str, img: str, work_dir: str,
            device: str = 'cpu', test_img: Optional[Union[str, Sequence[str]]] = None,
            dump_info: bool = False, tolerances: Optional[Tolerances] = None,
@@ -288,7 +275,6 @@ def deploy(deploy_cfg: str, model_cfg: str, checkpoint: str, img: str, work_dir:
 
     tol = tolerances or Tolerances()
     deploy_config, model_config = load_config(deploy_cfg, model_cfg)
-    keep_every_rpn_proposal(model_config)
     backend = get_backend(deploy_config).value
     os.makedirs(work_dir, exist_ok=True)
     for stale in glob.glob(osp.join(work_dir, 'end2end.*')):  # no old file passes for new
