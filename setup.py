@@ -14,6 +14,14 @@ MIM_FILES = ('configs', 'tools', 'model-index.yml')
 NOT_SHIPPED = shutil.ignore_patterns('__pycache__', '*.pyc')
 
 
+def remove_path(path: str) -> None:
+    """Remove a file, a link (not what it points to) or a folder, if there."""
+    if osp.islink(path) or osp.isfile(path):
+        os.remove(path)
+    elif osp.isdir(path):
+        shutil.rmtree(path)
+
+
 def link_mim_files() -> None:
     """``partialnet_mm/.mim/{configs,tools,model-index.yml}`` as links to the checkout's own,
     for editable installs: mim runs ``<package>/.mim/tools/train.py`` and reads the model
@@ -23,10 +31,7 @@ def link_mim_files() -> None:
     os.makedirs(target, exist_ok=True)
     for name in MIM_FILES:
         link = osp.join(target, name)
-        if osp.islink(link) or osp.isfile(link):
-            os.remove(link)
-        elif osp.isdir(link):
-            shutil.rmtree(link)
+        remove_path(link)
         os.symlink(osp.join('..', '..', name), link)
 
 
@@ -38,10 +43,7 @@ def copy_mim_files(build_lib: str) -> None:
         if not osp.exists(src):
             raise FileNotFoundError(f'{src} is missing: the package ships it in .mim '
                                     f'(model-index.yml: python tools/make_model_index.py)')
-        if osp.islink(dst) or osp.isfile(dst):
-            os.remove(dst)
-        elif osp.isdir(dst):
-            shutil.rmtree(dst)
+        remove_path(dst)
         os.makedirs(target, exist_ok=True)
         if osp.isdir(src):
             shutil.copytree(src, dst, ignore=NOT_SHIPPED)
