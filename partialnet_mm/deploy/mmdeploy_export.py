@@ -32,6 +32,7 @@ from ..analysis.benchmark import time_interleaved
 from ..analysis.models import build_config_model, switch_model_to_deploy
 from ..analysis.report import machine_description
 from .mmdeploy_compat import mmdeploy_torch_compat, require_mmdeploy
+from .mmdet_rewriters import mmdet_rewriters
 
 SAVE_FILE = 'end2end.onnx'
 REPORT_FILE = 'deploy_check.json'
@@ -47,8 +48,9 @@ class Tolerances:
 
     Detection: the detections of either model scoring at least ``det_score_thr`` (mmdet's
     visualisation default) are matched one to one to the other model's (greedy by score,
-    same image, box IoU >= ``det_match_iou``); candidates may score down to ``det_score_thr -
-    det_score_margin``, so a detection at 0.301 against 0.299 is not a disagreement.
+    same image, same class first, box IoU >= ``det_match_iou``); candidates may score down
+    to ``det_score_thr - det_score_margin``, so a detection at 0.301 against 0.299 is not a
+    disagreement.
     """
     det_score_thr: float = 0.3
     det_score_margin: float = 0.05
@@ -66,15 +68,20 @@ class Tolerances:
 # ------------------------------------------------------------------------ comparisons
 def match_detections(ref, got, tol: Tolerances):
     """Greedy one-to-one matching of ``ref``'s confident detections to ``got``'s (both
-    ``InstanceData`` with bboxes, scores, labels); returns (pairs, number compared)."""
+    ``InstanceData`` with bboxes, scores, labels), same-class candidates first; returns
+    (pairs, number compared)."""
     compared = torch.nonzero(ref.scores >= tol.det_score_thr).flatten()
     compared = compared[ref.scores[compared].argsort(descending=True)]
     candidates = torch.nonzero(got.scores >= tol.det_score_thr - tol.det_score_margin).flatten()
     pairs, taken = [], set()
     if len(compared) and len(candidates):
         ious = box_iou(ref.bboxes[compared].float(), got.bboxes[candidates].float())
+        same_label = ref.labels[compared][:, None] == got.labels[candidates][None]
         for row, i in enumerate(compared.tolist()):
-            order = ious[row].argsort(descending=True).tolist()
+            # a candidate of the same class first: class-aware NMS keeps one box per class,
+            # so boxes of other classes can overlap it as much
+            order = sorted(range(len(candidates)), key=lambda k: (not same_label[row, k],
+                                                                   -float(ious[row, k])))
             free = [k for k in order if k not in taken and ious[row, k] >= tol.det_match_iou]
             if free:
                 taken.add(free[0])
@@ -235,13 +242,14 @@ def latency(task_processor, models: Dict[str, torch.nn.Module], image: str, inpu
 # ------------------------------------------------------------------------ the tool
 def export_end2end(deploy_cfg, model_cfg, checkpoint: str, img: str, out_dir: str,
                    device: str) -> List[str]:
-    """mmdeploy's ``torch2onnx`` into ``out_dir`` (torch patched for it meanwhile), then its
+    """mmdeploy's ``torch2onnx`` into ``out_dir`` (torch patched for it, and the RPN
+    post-processing of :mod:`.mmdet_rewriters`, meanwhile), then its
     ``to_backend`` (onnxruntime: the ONNX file itself; TensorRT: an engine). Returns the
     backend files."""
     from mmdeploy.apis import torch2onnx
     from mmdeploy.apis.utils import to_backend
     from mmdeploy.utils import get_backend
-    with mmdeploy_torch_compat():
+    with mmdeploy_torch_compat(), mmdet_rewriters():
         torch2onnx(img, out_dir, SAVE_FILE, deploy_cfg, model_cfg, checkpoint, device=device)
     return to_backend(get_backend(deploy_cfg).value, [osp.join(out_dir, SAVE_FILE)], out_dir,
                       deploy_cfg, device=device)

@@ -10,8 +10,9 @@ codebase_config = dict(
     model_type='end2end',
     module=['partialnet_mm'],
     # The NMS inside the graph. mmdeploy takes score_thr, max_per_img and nms_pre from the
-    # model's test_cfg where it has them; score_threshold applies where it has none (the RPN).
-    # Not 0 there: mmdeploy's RPN then passes empty, zero-area proposals on to the RoI head.
+    # model's test_cfg where it has them; score_threshold applies where it has none: the RPN
+    # of a TensorRT export (onnxruntime exports propose as mmdet does, without a threshold:
+    # partialnet_mm/deploy/mmdet_rewriters.py).
     post_processing=dict(
         score_threshold=0.05,
         confidence_threshold=0.005,
