@@ -138,4 +138,5 @@ def test_the_plot_is_written_from_the_report(tmp_path):
     assert osp.isfile(out)
     from partialnet_mm.analysis.plot import peers_matrix
     table = peers_matrix(rows)
-    assert 'RetinaNet 64x64' in table and '| ResNet-18 ' in table and '20.0 M / 7.00' in table
+    assert 'RetinaNet 64x64' in table and '| ResNet-18 ' in table and '20.0 M / 7.00 ms' in table
+    assert '| 10.0 M / -  ' in peers_matrix(rows, ['params_m', 'gflops'])  # not measured

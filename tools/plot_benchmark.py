@@ -3,7 +3,8 @@
     python tools/benchmark.py --peers mask_rcnn retinanet rtmdet fpn --json peers.json
     python tools/plot_benchmark.py peers.json docs/peers.png            # ms vs params
     python tools/plot_benchmark.py peers.json flops.png --x gflops --y backbone_neck_ms
-    python tools/plot_benchmark.py peers.json --table      # the README's table: params / ms
+    python tools/plot_benchmark.py peers.json --table      # a README table: params / ms
+    python tools/plot_benchmark.py peers.json --table --cells params_m gflops full_ms
 
 See partialnet_mm.analysis.plot (matplotlib, which mmdet installs).
 """
@@ -21,14 +22,16 @@ def main(argv=None):
     parser.add_argument('--y', choices=sorted(AXES), default='full_ms')
     parser.add_argument('--table', action='store_true',
                         help='print one Markdown table: a row per backbone, a column per '
-                        'family, cells "params / --y"')
+                        'family, cells "params / --y" (or --cells)')
+    parser.add_argument('--cells', nargs='+', choices=sorted(AXES), default=None,
+                        help='--table: the measures of each cell, in order')
     args = parser.parse_args(argv)
     if not args.out and not args.table:
         parser.error('give an output PNG, or --table')
     report = load_rows(args.report)
     if args.table:
         print(report.get('header', ''))
-        print(peers_matrix(report['rows'], args.y))
+        print(peers_matrix(report['rows'], args.cells or ('params_m', args.y)))
     if args.out:
         print(plot_peers(report['rows'], args.out, args.x, args.y, report.get('header', '')))
 

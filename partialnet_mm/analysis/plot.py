@@ -2,7 +2,7 @@
 family, from the rows ``tools/benchmark.py --peers --json FILE`` writes."""
 import json
 from collections import OrderedDict
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 from .report import markdown_table
 
@@ -69,24 +69,32 @@ def plot_peers(rows: List[Dict], out: str, x: str = 'params_m', y: str = 'full_m
     return out
 
 
-def peers_matrix(rows: List[Dict], value: str = 'full_ms') -> str:
+# how a table cell shows each measure
+UNITS = dict(params_m=' M', gflops=' G', full_ms=' ms', backbone_neck_ms=' ms',
+             train_step_s=' s', peak_mb=' MB')
+
+
+def format_measure(key: str, number: float) -> str:
+    shown = f'{number:.0f}' if number >= 100 else f'{number:.1f}' if number >= 10 else \
+        f'{number:.2f}'
+    return shown + UNITS[key]
+
+
+def peers_matrix(rows: List[Dict], values: Sequence[str] = ('params_m', 'full_ms')) -> str:
     """The rows as one Markdown table for a README: a row per backbone, a column per family,
-    each cell ``params M / value`` (value: a key of :data:`AXES`)."""
-    if value not in AXES:
-        raise ValueError(f'value {value!r}: choose from {sorted(AXES)}')
+    each cell the ``values`` (keys of :data:`AXES`) joined by `` / ``."""
+    for value in values:
+        if value not in AXES:
+            raise ValueError(f'value {value!r}: choose from {sorted(AXES)}')
     families = list(OrderedDict.fromkeys(r['family'] for r in rows))
     backbones = list(OrderedDict.fromkeys(r['backbone'] for r in rows))
     cells = {(r['family'], r['backbone']): r for r in rows}
     inputs = {r['family']: r['input'] for r in rows}
 
     def cell(family, backbone):
-        row = cells.get((family, backbone))
-        if row is None or row.get(value) is None:
-            return '-'
-        number = row[value]
-        shown = f'{number:.0f}' if number >= 100 else f'{number:.1f}' if number >= 10 else \
-            f'{number:.2f}'
-        return f'{row["params_m"]:.1f} M / {shown}'
+        row = cells.get((family, backbone), {})
+        return ' / '.join('-' if row.get(v) is None else format_measure(v, row[v])
+                          for v in values)
 
     header = ['backbone'] + [f'{f} {inputs[f]}' for f in families]
     return markdown_table(header, [[b] + [cell(f, b) for f in families] for b in backbones])
