@@ -79,15 +79,22 @@ def test_exporting_through_mmdeploy_leaves_nothing_patched(tmp_path):
     from partialnet_mm.analysis.models import build_arch_model, switch_model_to_deploy
     deploy_cfg = load_config(osp.join(DEPLOY_CONFIGS, 'mmpretrain',
                                       'classification_onnxruntime_dynamic.py'))[0]
+    from mmdeploy.core import FUNCTION_REWRITER
+
+    from partialnet_mm.deploy.mmdet_rewriters import REWRITERS, mmdet_rewriters
     model = switch_model_to_deploy(build_arch_model('t0', 'backbone'))
     torch_state, rewritten = mmdeploy_compat.torch_onnx_state(), rewritten_objects()
+    records = {path: list(r) for path, r in FUNCTION_REWRITER._registry._rewrite_records.items()}
     x = torch.randn(1, 3, 64, 64)
-    with mmdeploy_compat.mmdeploy_torch_compat():
+    with mmdeploy_compat.mmdeploy_torch_compat(), mmdet_rewriters():
+        registered = FUNCTION_REWRITER._registry._rewrite_records
+        assert all(any(r['_object'] is f for r in registered[p]) for p, f in REWRITERS.items())
         export(model, x, str(tmp_path / 'backbone'), backend='onnxruntime',
                context_info=dict(deploy_cfg=deploy_cfg), input_names=['input'],
                output_names=[f'feat{i}' for i in range(4)], opset_version=17)
     assert mmdeploy_compat.torch_onnx_state() == torch_state
     assert rewritten_objects() == rewritten
+    assert FUNCTION_REWRITER._registry._rewrite_records == records  # ours removed again
     got = ort.InferenceSession(str(tmp_path / 'backbone.onnx'),
                                providers=['CPUExecutionProvider']).run(None, {'input': x.numpy()})
     with torch.no_grad():
@@ -275,23 +282,28 @@ def fast_lr(lr: float):
     return [f'optim_wrapper.optimizer.lr={lr}', 'param_scheduler.0.end=3', 'randomness.seed=0']
 
 
-def coco_options(data_root, epochs, lr, on_val_images=False, load_from=None):
+def coco_options(config, data_root, epochs, lr, on_val_images=False, load_from=None):
     options = data_root_options(data_root, f'{data_root}annotations/instances_val2017.json')
     options += fast_lr(lr) + [f'train_cfg.max_epochs={epochs}', 'train_cfg.val_interval=1000',
                               f'default_hooks.checkpoint.interval={epochs}']
-    if on_val_images:  # the train phase keeps the demo's lr step after epoch 7
+    if 'rtmdet' in osp.basename(config):  # its cosine schedule and pipeline switch: per phase
+        options += [f'param_scheduler.1.end={epochs}', f'param_scheduler.1.T_max={epochs}',
+                    f'custom_hooks.1.switch_epoch={epochs - 1}']
+    elif on_val_images:  # the train phase keeps the demo's lr step after epoch 7
+        options += ['param_scheduler.1.milestones=[1000]']
+    if on_val_images:
         options += ['train_dataloader.dataset.ann_file=annotations/instances_val2017.json',
-                    'train_dataloader.dataset.data_prefix.img=val2017/',
-                    'param_scheduler.1.milestones=[1000]']
+                    'train_dataloader.dataset.data_prefix.img=val2017/']
     return options + ([f'load_from={load_from}'] if load_from else [])
 
 
 def train_detector(config, coco_demo, work_dir, train_epochs, val_epochs, lr):
     """``train_epochs`` on the train images (4 iterations each), then ``val_epochs`` on the
     val images (1 iteration each)."""
-    first = train_demo(config, work_dir / 'train', coco_options(coco_demo, train_epochs, lr))
+    first = train_demo(config, work_dir / 'train',
+                       coco_options(config, coco_demo, train_epochs, lr))
     return train_demo(config, work_dir / 'val',
-                      coco_options(coco_demo, val_epochs, lr, True, first))
+                      coco_options(config, coco_demo, val_epochs, lr, True, first))
 
 
 @pytest.fixture(scope='session')
@@ -308,6 +320,13 @@ def trained_mask_rcnn(coco_demo, tmp_path_factory):
     config = osp.join(ROOT, 'configs', 'demo', 'mask_rcnn_partialnet_t0_demo.py')
     work_dir = tmp_path_factory.mktemp('deploy_mask_rcnn')
     return config, train_detector(config, coco_demo, work_dir, 2, 30, lr=2e-3)  # 38 iterations
+
+
+@pytest.fixture(scope='session', params=['rtmdet', 'rtmdet-ins'])
+def trained_rtmdet(request, coco_demo, tmp_path_factory):
+    config = osp.join(ROOT, 'configs', 'demo', f'{request.param}_partialnet_t0_demo.py')
+    work_dir = tmp_path_factory.mktemp(f'deploy_{request.param}')
+    return config, train_detector(config, coco_demo, work_dir, 4, 60, lr=1e-3)  # 76 iterations
 
 
 @pytest.fixture(scope='session')
@@ -390,6 +409,21 @@ def test_mask_rcnn_exports_and_matches_pytorch(trained_mask_rcnn, coco_demo, tmp
     # mmdeploy 1.x names instance segmentation ObjectDetection too; the masks tell them apart
     assert report['task'] == 'ObjectDetection' and not report['failures']
     assert_detections_agree(report['agreement'], with_masks=True)
+
+
+@pytest.mark.slow
+def test_rtmdet_exports_and_matches_pytorch(trained_rtmdet, coco_demo, tmp_path):
+    """RTMDet (mmdeploy's static detection config: the configs pad every image to one size)
+    and RTMDet-Ins (mmdeploy's own config for it, masks pasted inside the graph)."""
+    mmdeploy_or_skip()
+    config, checkpoint = trained_rtmdet
+    with_masks = 'rtmdet-ins' in osp.basename(config)
+    deploy_cfg = ('mmdet/instance-seg/instance-seg_rtmdet-ins_onnxruntime_static-640x640.py'
+                  if with_masks else 'mmdet/detection/detection_onnxruntime_static.py')
+    report = run_deploy_tool(deploy_cfg, config, checkpoint, val_images(coco_demo + 'val2017'),
+                             tmp_path)
+    assert report['task'] == 'ObjectDetection' and not report['failures']
+    assert_detections_agree(report['agreement'], with_masks=with_masks)
 
 
 @pytest.mark.slow

@@ -1,9 +1,9 @@
-"""mmdeploy rewriters under which an exported two-stage detector proposes what mmdet proposes.
+"""mmdeploy rewriters under which an exported detector post-processes as mmdet does.
 
-mmdeploy 1.3.1's rewrite of ``RPNHead.predict_by_feat``
-(``mmdeploy/codebase/mmdet/models/dense_heads/rpn_head.py``) post-processes the RPN
-differently from mmdet 3.3's ``RPNHead._bbox_post_process``, and every detection of a
-Mask R-CNN or Cascade Mask R-CNN starts from those proposals:
+**The RPN** (Mask R-CNN, Cascade Mask R-CNN). mmdeploy 1.3.1's rewrite of
+``RPNHead.predict_by_feat`` (``mmdeploy/codebase/mmdet/models/dense_heads/rpn_head.py``)
+post-processes the RPN differently from mmdet 3.3's ``RPNHead._bbox_post_process``, and
+every detection of a two-stage model starts from those proposals:
 
 1. it runs one NMS over the proposals of all FPN levels, so a box of one level suppresses
    the boxes of the others; mmdet suppresses within each level (``batched_nms`` over the
@@ -22,9 +22,21 @@ after the last real proposal cut off. The batch's images share one proposal coun
 batch of several images the shorter lists keep zero rows, as in mmdeploy's own batching;
 for one image it is exactly mmdet's list.
 
-:func:`mmdet_rewriters` registers it for the onnxruntime backend (the backend checked here;
-TensorRT keeps mmdeploy's rewrite and its static ``TRTBatchedNMS``) for the duration of an
-export and removes it afterwards; importing this module imports nothing of mmdeploy.
+**RTMDet and RTMDet-Ins.** mmdeploy's rewrites of ``RTMDetHead.predict_by_feat`` and
+``RTMDetInsHead.predict_by_feat`` decode the boxes without clipping them to the image, where
+mmdet's decoder clips them before the NMS: a detection reaching past the border keeps its
+full extent (box IoU 0.64 against mmdet's on the demo). The rewrites below decode through
+the box coder (mmdeploy's own ``distance2bbox`` rewrite clips, with the image size traced in
+a dynamic graph) and otherwise keep mmdeploy's post-processing (``_nms_with_mask_static``
+for the masks). mmdeploy's mask decoding also asks mmdet's point generator for its grid
+without a device, and mmdet's default device is ``'cuda'``, so on a machine without CUDA
+the export stops; :func:`point_generator__single_level_grid_priors` makes the default the
+CPU (mmdeploy moves the grid to the features' device next).
+
+:func:`mmdet_rewriters` registers these for the onnxruntime backend (the backend checked
+here; TensorRT keeps mmdeploy's rewrites, its static ``TRTBatchedNMS`` among them) for the
+duration of an export and removes them afterwards; importing this module imports nothing
+of mmdeploy.
 """
 import contextlib
 from typing import Iterator, List, Optional
@@ -92,15 +104,101 @@ def rpn_head__predict_by_feat_as_mmdet(self, cls_scores: List[torch.Tensor],
     return dets.index_select(1, kept), labels.index_select(1, kept)
 
 
+def rtmdet_flat_outputs(self, cls_scores, bbox_preds, batch_img_metas, with_stride=False):
+    """RTMDet's per-level maps flattened over the levels: (priors, scores, boxes), the boxes
+    decoded and clipped to the image as mmdet's ``_predict_by_feat_single`` does."""
+    batch = cls_scores[0].shape[0]
+    priors = torch.cat(self.prior_generator.grid_priors(
+        [s.shape[2:] for s in cls_scores], device=cls_scores[0].device, with_stride=with_stride))
+    scores = torch.cat([s.permute(0, 2, 3, 1).reshape(batch, -1, self.cls_out_channels)
+                        for s in cls_scores], dim=1).sigmoid()
+    distances = torch.cat([b.permute(0, 2, 3, 1).reshape(batch, -1, 4) for b in bbox_preds],
+                          dim=1)
+    points = priors[..., :2].unsqueeze(0).expand(batch, -1, -1)  # the coder wants (B, N, 2)
+    boxes = self.bbox_coder.decode(points, distances, max_shape=batch_img_metas[0]['img_shape'])
+    return priors, scores, boxes
+
+
+def nms_settings(cfg, deploy_cfg) -> dict:
+    """mmdeploy's NMS arguments for a one-stage head: the model's test_cfg, else the deploy
+    config's post_processing (as mmdeploy's rewrites read them)."""
+    from mmdeploy.codebase.mmdet import get_post_processing_params
+    post = get_post_processing_params(deploy_cfg)
+    return dict(max_output_boxes_per_class=post.max_output_boxes_per_class,
+                iou_threshold=cfg.nms.get('iou_threshold', post.iou_threshold),
+                score_threshold=cfg.get('score_thr', post.score_threshold),
+                pre_top_k=post.pre_top_k, keep_top_k=cfg.get('max_per_img', post.keep_top_k))
+
+
+def rtmdet_head__predict_by_feat_as_mmdet(self, cls_scores, bbox_preds, batch_img_metas=None,
+                                          cfg=None, rescale: bool = False,
+                                          with_nms: bool = True):
+    """``RTMDetHead.predict_by_feat`` for export, boxes clipped (module docstring); returns
+    mmdeploy's ``(dets, labels)``."""
+    from mmdeploy.core import FUNCTION_REWRITER
+    from mmdeploy.mmcv.ops import multiclass_nms
+    cfg = self.test_cfg if cfg is None else cfg
+    _, scores, boxes = rtmdet_flat_outputs(self, cls_scores, bbox_preds, batch_img_metas)
+    if not with_nms:
+        return boxes, scores
+    return multiclass_nms(boxes, scores, nms_type=cfg.nms.get('type'),
+                          **nms_settings(cfg, FUNCTION_REWRITER.get_context().cfg))
+
+
+def rtmdet_ins_head__predict_by_feat_as_mmdet(self, cls_scores, bbox_preds, kernel_preds,
+                                              mask_feat, score_factors=None,
+                                              batch_img_metas=None, cfg=None,
+                                              rescale: bool = False, with_nms: bool = True):
+    """``RTMDetInsHead.predict_by_feat`` for export, boxes clipped (module docstring);
+    returns mmdeploy's ``(dets, labels, masks)``."""
+    from mmdeploy.codebase.mmdet.models.dense_heads.rtmdet_ins_head import \
+        _nms_with_mask_static
+    from mmdeploy.core import FUNCTION_REWRITER
+    cfg = self.test_cfg if cfg is None else cfg
+    priors, scores, boxes = rtmdet_flat_outputs(self, cls_scores, bbox_preds, batch_img_metas,
+                                                with_stride=True)
+    batch = cls_scores[0].shape[0]
+    kernels = torch.cat([k.permute(0, 2, 3, 1).reshape(batch, -1, self.num_gen_params)
+                         for k in kernel_preds], dim=1)
+    nms = nms_settings(cfg, FUNCTION_REWRITER.get_context().cfg)
+    return _nms_with_mask_static(self, priors, boxes, scores, kernels, mask_feat,
+                                 nms['max_output_boxes_per_class'], nms['iou_threshold'],
+                                 nms['score_threshold'], nms['pre_top_k'], nms['keep_top_k'],
+                                 cfg.get('mask_thr_binary', 0.5))
+
+
+def point_generator__single_level_grid_priors(self, featmap_size, level_idx,
+                                              dtype=torch.float32, device='cpu',
+                                              with_stride: bool = False):
+    """mmdet's ``MlvlPointGenerator.single_level_grid_priors`` with the CPU as the default
+    device in place of CUDA (module docstring)."""
+    from mmdeploy.core import FUNCTION_REWRITER
+    return FUNCTION_REWRITER.get_context().origin_func(self, featmap_size, level_idx,
+                                                       dtype=dtype, device=device,
+                                                       with_stride=with_stride)
+
+
+REWRITERS = {
+    RPN_PREDICT_BY_FEAT: rpn_head__predict_by_feat_as_mmdet,
+    'mmdet.models.dense_heads.rtmdet_head.RTMDetHead.predict_by_feat':
+        rtmdet_head__predict_by_feat_as_mmdet,
+    'mmdet.models.dense_heads.rtmdet_ins_head.RTMDetInsHead.predict_by_feat':
+        rtmdet_ins_head__predict_by_feat_as_mmdet,
+    'mmdet.models.task_modules.prior_generators.point_generator.MlvlPointGenerator.'
+    'single_level_grid_priors': point_generator__single_level_grid_priors,
+}
+
+
 @contextlib.contextmanager
 def mmdet_rewriters() -> Iterator[None]:
-    """Register :func:`rpn_head__predict_by_feat_as_mmdet` in mmdeploy's function rewriter
-    (onnxruntime backend: it takes precedence over mmdeploy's default rewrite) inside the
-    block; afterwards the registry is as it was."""
+    """Register :data:`REWRITERS` in mmdeploy's function rewriter (onnxruntime backend:
+    they take precedence over mmdeploy's default rewrites) inside the block; afterwards the
+    registry is as it was."""
     from mmdeploy.core import FUNCTION_REWRITER
-    FUNCTION_REWRITER.register_rewriter(RPN_PREDICT_BY_FEAT, backend='onnxruntime')(
-        rpn_head__predict_by_feat_as_mmdet)
+    for path, rewriter in REWRITERS.items():
+        FUNCTION_REWRITER.register_rewriter(path, backend='onnxruntime')(rewriter)
     try:
         yield
     finally:
-        FUNCTION_REWRITER._registry.remove_record(rpn_head__predict_by_feat_as_mmdet)
+        for rewriter in REWRITERS.values():
+            FUNCTION_REWRITER._registry.remove_record(rewriter)
