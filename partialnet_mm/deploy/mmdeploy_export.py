@@ -4,7 +4,9 @@
 ``torch2onnx`` builds the model (its ``BaseTask.build_pytorch_model`` calls the backbone's
 ``switch_to_deploy()``, so the graph holds the folded PartialNet), rewrites the heads for
 export (NMS, RoIAlign, argmax inside the graph) and writes ``end2end.onnx``; the patches of
-:mod:`.mmdeploy_compat` are active during that call only. mmdeploy's ``to_backend`` then
+:mod:`.mmdeploy_compat` and the rewriters of :mod:`.mmdet_rewriters` (the RPN and RTMDet
+heads post-processing as mmdet does) are active during that call only. mmdeploy's
+``to_backend`` then
 makes the backend's files (onnxruntime runs the ONNX file itself; a TensorRT engine is
 prepared in configs/deploy but not tried: no GPU here). The result is run through mmdeploy's
 backend model and compared with the PyTorch model of the checkpoint (unfolded, as
@@ -242,8 +244,8 @@ def latency(task_processor, models: Dict[str, torch.nn.Module], image: str, inpu
 # ------------------------------------------------------------------------ the tool
 def export_end2end(deploy_cfg, model_cfg, checkpoint: str, img: str, out_dir: str,
                    device: str) -> List[str]:
-    """mmdeploy's ``torch2onnx`` into ``out_dir`` (torch patched for it, and the RPN
-    post-processing of :mod:`.mmdet_rewriters`, meanwhile), then its
+    """mmdeploy's ``torch2onnx`` into ``out_dir`` (torch patched for it, and the heads'
+    post-processing of :mod:`.mmdet_rewriters` registered, meanwhile), then its
     ``to_backend`` (onnxruntime: the ONNX file itself; TensorRT: an engine). Returns the
     backend files."""
     from mmdeploy.apis import torch2onnx
