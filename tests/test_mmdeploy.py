@@ -76,12 +76,12 @@ def test_exporting_through_mmdeploy_leaves_nothing_patched(tmp_path):
     from mmdeploy.apis.onnx import export
     from mmdeploy.utils import load_config
 
-    from partialnet_mm.analysis.models import build_arch_model, switch_model_to_deploy
-    deploy_cfg = load_config(osp.join(DEPLOY_CONFIGS, 'mmpretrain',
-                                      'classification_onnxruntime_dynamic.py'))[0]
     from mmdeploy.core import FUNCTION_REWRITER
 
+    from partialnet_mm.analysis.models import build_arch_model, switch_model_to_deploy
     from partialnet_mm.deploy.mmdet_rewriters import REWRITERS, mmdet_rewriters
+    deploy_cfg = load_config(osp.join(DEPLOY_CONFIGS, 'mmpretrain',
+                                      'classification_onnxruntime_dynamic.py'))[0]
     model = switch_model_to_deploy(build_arch_model('t0', 'backbone'))
     torch_state, rewritten = mmdeploy_compat.torch_onnx_state(), rewritten_objects()
     records = {path: list(r) for path, r in FUNCTION_REWRITER._registry._rewrite_records.items()}
@@ -169,12 +169,11 @@ def test_exported_rpn_proposes_what_mmdet_proposes(tmp_path):
         sizes = [(-(-h // s), -(-w // s)) for s in (4, 8, 16, 32, 64)]
         maps.append([2 * torch.randn(1, 3, *hw) for hw in sizes]
                     + [0.3 * torch.randn(1, 12, *hw) for hw in sizes])
+    with torch.no_grad():
+        mmdet_proposals = [head.predict_by_feat(m[:5], m[5:], batch_img_metas=[dict(
+            img_shape=hw)], cfg=head.test_cfg)[0] for hw, m in zip(shapes, maps)]
     exported = rpn_proposals_through_onnxruntime(head, maps, tmp_path, as_mmdet=True)
-    for (h, w), level_maps, (boxes, scores) in zip(shapes, maps, exported):
-        with torch.no_grad():
-            expected = head.predict_by_feat(level_maps[:5], level_maps[5:],
-                                            batch_img_metas=[dict(img_shape=(h, w))],
-                                            cfg=head.test_cfg)[0]
+    for (h, w), expected, (boxes, scores) in zip(shapes, mmdet_proposals, exported):
         assert len(scores) == len(expected.scores), (h, w)
         assert (len(scores) < head.test_cfg.max_per_img) == (h == 64), (h, w)
         assert torch.allclose(scores, expected.scores, atol=1e-5), (h, w)  # same order
@@ -187,8 +186,7 @@ def test_exported_rpn_proposes_what_mmdet_proposes(tmp_path):
     boxes, scores = rpn_proposals_through_onnxruntime(head, maps[:1], tmp_path / 'own',
                                                       as_mmdet=False)[0]
     assert len(scores) < head.test_cfg.max_per_img or not torch.allclose(
-        scores, head.predict_by_feat(maps[0][:5], maps[0][5:], batch_img_metas=[
-            dict(img_shape=shapes[0])], cfg=head.test_cfg)[0].scores, atol=1e-5)
+        scores, mmdet_proposals[0].scores, atol=1e-5)
 
 
 def test_deploy_configs_follow_mmdeploy_layout():

@@ -78,12 +78,12 @@ def match_detections(ref, got, tol: Tolerances):
     pairs, taken = [], set()
     if len(compared) and len(candidates):
         ious = box_iou(ref.bboxes[compared].float(), got.bboxes[candidates].float())
+        # a candidate of the same class first (IoU <= 1 < 2): class-aware NMS keeps one box
+        # per class, so boxes of other classes can overlap it as much
         same_label = ref.labels[compared][:, None] == got.labels[candidates][None]
+        preference = (ious + 2 * same_label).argsort(dim=1, descending=True, stable=True)
         for row, i in enumerate(compared.tolist()):
-            # a candidate of the same class first: class-aware NMS keeps one box per class,
-            # so boxes of other classes can overlap it as much
-            order = sorted(range(len(candidates)), key=lambda k: (not same_label[row, k],
-                                                                   -float(ious[row, k])))
+            order = preference[row].tolist()
             free = [k for k in order if k not in taken and ious[row, k] >= tol.det_match_iou]
             if free:
                 taken.add(free[0])

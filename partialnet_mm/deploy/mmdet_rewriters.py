@@ -44,9 +44,6 @@ from typing import Iterator, List, Optional
 import torch
 import torch.nn.functional as F
 
-RPN_PREDICT_BY_FEAT = 'mmdet.models.dense_heads.rpn_head.RPNHead.predict_by_feat'
-
-
 def top_per_level(scores, deltas, priors, nms_pre: int):
     """The ``nms_pre`` highest-scoring anchors of one level (all when ``nms_pre`` <= 0);
     ``scores`` (B, n), ``deltas`` (B, n, d), ``priors`` (n, 4)."""
@@ -104,17 +101,20 @@ def rpn_head__predict_by_feat_as_mmdet(self, cls_scores: List[torch.Tensor],
     return dets.index_select(1, kept), labels.index_select(1, kept)
 
 
+def flat_levels(maps: List[torch.Tensor]) -> torch.Tensor:
+    """Per-level (B, C, H, W) maps as one (B, sum of H * W, C) tensor, levels in order."""
+    return torch.cat([m.permute(0, 2, 3, 1).reshape(m.shape[0], -1, m.shape[1]) for m in maps],
+                     dim=1)
+
+
 def rtmdet_flat_outputs(self, cls_scores, bbox_preds, batch_img_metas, with_stride=False):
     """RTMDet's per-level maps flattened over the levels: (priors, scores, boxes), the boxes
     decoded and clipped to the image as mmdet's ``_predict_by_feat_single`` does."""
-    batch = cls_scores[0].shape[0]
     priors = torch.cat(self.prior_generator.grid_priors(
         [s.shape[2:] for s in cls_scores], device=cls_scores[0].device, with_stride=with_stride))
-    scores = torch.cat([s.permute(0, 2, 3, 1).reshape(batch, -1, self.cls_out_channels)
-                        for s in cls_scores], dim=1).sigmoid()
-    distances = torch.cat([b.permute(0, 2, 3, 1).reshape(batch, -1, 4) for b in bbox_preds],
-                          dim=1)
-    points = priors[..., :2].unsqueeze(0).expand(batch, -1, -1)  # the coder wants (B, N, 2)
+    scores, distances = flat_levels(cls_scores).sigmoid(), flat_levels(bbox_preds)
+    # the coder wants (B, N, 2) points
+    points = priors[..., :2].unsqueeze(0).expand(scores.shape[0], -1, -1)
     boxes = self.bbox_coder.decode(points, distances, max_shape=batch_img_metas[0]['img_shape'])
     return priors, scores, boxes
 
@@ -157,9 +157,7 @@ def rtmdet_ins_head__predict_by_feat_as_mmdet(self, cls_scores, bbox_preds, kern
     cfg = self.test_cfg if cfg is None else cfg
     priors, scores, boxes = rtmdet_flat_outputs(self, cls_scores, bbox_preds, batch_img_metas,
                                                 with_stride=True)
-    batch = cls_scores[0].shape[0]
-    kernels = torch.cat([k.permute(0, 2, 3, 1).reshape(batch, -1, self.num_gen_params)
-                         for k in kernel_preds], dim=1)
+    kernels = flat_levels(kernel_preds)
     nms = nms_settings(cfg, FUNCTION_REWRITER.get_context().cfg)
     return _nms_with_mask_static(self, priors, boxes, scores, kernels, mask_feat,
                                  nms['max_output_boxes_per_class'], nms['iou_threshold'],
@@ -179,7 +177,8 @@ def point_generator__single_level_grid_priors(self, featmap_size, level_idx,
 
 
 REWRITERS = {
-    RPN_PREDICT_BY_FEAT: rpn_head__predict_by_feat_as_mmdet,
+    'mmdet.models.dense_heads.rpn_head.RPNHead.predict_by_feat':
+        rpn_head__predict_by_feat_as_mmdet,
     'mmdet.models.dense_heads.rtmdet_head.RTMDetHead.predict_by_feat':
         rtmdet_head__predict_by_feat_as_mmdet,
     'mmdet.models.dense_heads.rtmdet_ins_head.RTMDetInsHead.predict_by_feat':
