@@ -1,9 +1,9 @@
 """Checkpoints that a crash or a full disk cannot leave broken."""
 import os
 import os.path as osp
-from collections import deque
+from typing import Callable, List
 
-from mmengine.dist import is_main_process
+from mmengine.fileio import register_backend
 from mmengine.fileio.backends import LocalBackend
 from mmengine.hooks import CheckpointHook
 from mmengine.registry import HOOKS
@@ -19,80 +19,121 @@ def _sync_file(path: str) -> None:
         os.fsync(f.fileno())
 
 
-def _replace_text(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
-    tmp = f'{path}.part'
-    with open(tmp, 'w') as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def temporary_path(filepath: str) -> str:
+    """Where :class:`AtomicLocalBackend` writes ``filepath`` before renaming it: a hidden
+    ``.<name>.part`` file in the same folder (a rename within one file system is atomic)."""
+    folder, name = osp.split(filepath)
+    return osp.join(folder, f'.{name}.part')
+
+
+class AtomicLocalBackend(LocalBackend):
+    """mmengine's local file backend whose ``put`` never leaves a partial file in place.
+
+    The data go to :func:`temporary_path`, are flushed to the disk and the file is renamed
+    into place: a path holds a complete file or none. A failed write removes the temporary
+    file and raises an ``OSError`` naming the path that was being written.
+    """
+
+    def put(self, obj: bytes, filepath) -> None:
+        filepath = str(filepath)
+        temp = temporary_path(filepath)
+        try:
+            super().put(obj, temp)
+            _sync_file(temp)
+            os.replace(temp, filepath)
+        except BaseException as err:
+            if osp.exists(temp):
+                os.remove(temp)
+            if isinstance(err, OSError) and not isinstance(err, CheckpointSaveError):
+                raise OSError(err.errno, err.strerror or str(err), filepath) from err
+            raise
+
+
+ATOMIC_BACKEND = 'partialnet_atomic_local'
+register_backend(ATOMIC_BACKEND, AtomicLocalBackend, force=True)
+
+
+class _RemovalsAfterSave:
+    """The hook's file backend during one save: removals (of outdated or previous-best
+    checkpoints) are recorded and carried out by :meth:`apply` once the save succeeded;
+    everything else goes to the real backend."""
+
+    def __init__(self, backend):
+        self._backend = backend
+        self.pending: List[str] = []
+
+    def remove(self, filepath) -> None:
+        self.pending.append(str(filepath))
+
+    def rmtree(self, dir_path) -> None:
+        self.pending.append(str(dir_path))
+
+    def apply(self) -> None:
+        for path in self.pending:
+            if self._backend.isfile(path):
+                self._backend.remove(path)
+            elif self._backend.isdir(path):
+                self._backend.rmtree(path)
+
+    def __getattr__(self, name):
+        return getattr(self._backend, name)
 
 
 @HOOKS.register_module()
 class AtomicCheckpointHook(CheckpointHook):
     """mmengine's ``CheckpointHook`` whose saves never destroy the last good checkpoint.
 
-    What mmengine's hook cannot do: it writes a checkpoint straight to its final path (a kill
-    or a full disk mid-write leaves a truncated file there) and, with ``max_keep_ckpts``, it
-    deletes the oldest checkpoint *before* saving the new one (a failed save then leaves
-    ``last_checkpoint`` naming a deleted file). This hook, for local work dirs:
+    Everything is mmengine's own hook (arguments, which checkpoints are saved and kept,
+    ``save_best``, the message-hub entries, ``last_checkpoint``); for a local ``out_dir``
+    (no ``backend_args`` / ``file_client_args``) two things about the files differ:
 
-    * writes each checkpoint to a temporary file in the same folder, flushes it to the disk
-      and renames it into place: a checkpoint path holds a complete file or none;
-    * deletes outdated checkpoints and updates ``last_checkpoint`` (also atomically) only
-      after the new checkpoint is in place;
-    * turns a failed save (``No space left on device``, say) into
-      :class:`CheckpointSaveError` naming the checkpoint and ``last_checkpoint`` that are
-      still valid, after removing the partial file.
+    * each checkpoint (``best_*`` ones too) is written by :class:`AtomicLocalBackend`: a
+      temporary file in the same folder, flushed to the disk and renamed into place, so a kill
+      or a full disk mid-write never leaves a truncated checkpoint at a checkpoint's path;
+    * the checkpoints mmengine removes around a save (``max_keep_ckpts``, the previous best)
+      are removed only after the new one is in place. mmengine removes them first, so a failed
+      save with ``max_keep_ckpts=1`` would leave no checkpoint at all and ``last_checkpoint``
+      naming a deleted file.
 
-    Other storage backends (``backend_args`` or ``out_dir`` elsewhere) behave as in
-    mmengine. Arguments are those of ``CheckpointHook``.
+    A failed save (``No space left on device``, say) raises :class:`CheckpointSaveError`
+    naming the checkpoint and the ``last_checkpoint`` that are still valid. mmengine writes
+    ``last_checkpoint`` itself, after the checkpoint is in place. Other storage backends behave
+    as in mmengine.
     """
 
+    _removals = None  # the _RemovalsAfterSave of the save in progress
+
     def _save_checkpoint_with_step(self, runner, step, meta):
-        if not isinstance(self.file_backend, LocalBackend):
-            return super()._save_checkpoint_with_step(runner, step, meta)
-        filename = self.filename_tmpl.format(step)
-        final = osp.join(self.out_dir, filename)
-        temp_name = f'.{filename}.part'
-        temp = osp.join(self.out_dir, temp_name)
-        marker = osp.join(runner.work_dir, 'last_checkpoint')
-        # the checkpoints kept after this save (recorded in the checkpoint's message hub)
-        kept = list(self.keep_ckpt_ids)
-        if self.max_keep_ckpts > 0 and (not kept or kept[-1] != step):
-            kept.append(step)
-        outdated = kept[:-self.max_keep_ckpts] if self.max_keep_ckpts > 0 else []
-        kept = kept[len(outdated):]
-        runner.message_hub.update_info('last_ckpt', final)
-        if self.max_keep_ckpts > 0:
-            runner.message_hub.update_info('keep_ckpt_ids', kept)
+        self._atomically(runner, super()._save_checkpoint_with_step, runner, step, meta)
+
+    def _save_best_checkpoint(self, runner, metrics):
+        self._atomically(runner, super()._save_best_checkpoint, runner, metrics)
+
+    def _is_local(self) -> bool:
+        return (self.file_client_args is None and self.backend_args is None
+                and isinstance(self.file_backend, LocalBackend))
+
+    def _atomically(self, runner, save: Callable, *args) -> None:
+        """Run one of mmengine's save methods with atomic writes and deferred removals
+        (``_save_best_checkpoint`` calls ``_save_checkpoint_with_step`` inside: one save)."""
+        if self._removals is not None or not self._is_local():
+            return save(*args)
+        backend, self._removals = self.file_backend, _RemovalsAfterSave(self.file_backend)
+        self.file_backend, self.backend_args = self._removals, dict(backend=ATOMIC_BACKEND)
         try:
-            runner.save_checkpoint(
-                self.out_dir, temp_name, self.file_client_args,
-                save_optimizer=self.save_optimizer,
-                save_param_scheduler=self.save_param_scheduler, meta=meta,
-                by_epoch=self.by_epoch, backend_args=self.backend_args, **self.args)
-            if is_main_process():
-                _sync_file(temp)
-                os.replace(temp, final)
-        except BaseException as err:
-            if osp.exists(temp):
-                os.remove(temp)
-            if isinstance(err, OSError):
-                previous = open(marker).read().strip() if osp.isfile(marker) else None
-                raise CheckpointSaveError(
-                    f'saving checkpoint {final} failed ({err}); nothing of it was kept. '
-                    + (f'The previous checkpoint {previous} and {marker} are unchanged: '
-                       f'free space and continue with --resume.' if previous else
-                       'No earlier checkpoint of this run exists.')) from err
-            raise
-        self.last_ckpt = final
-        if self.max_keep_ckpts > 0:
-            self.keep_ckpt_ids = deque(kept, maxlen=self.max_keep_ckpts)
-        if is_main_process():
-            for old in outdated:
-                path = osp.join(self.out_dir, self.filename_tmpl.format(old))
-                if osp.isfile(path):
-                    os.remove(path)
-            _replace_text(marker, final)
+            save(*args)
+            self._removals.apply()
+        except OSError as err:
+            raise CheckpointSaveError(self._failure_message(runner, err)) from err
+        finally:
+            self.file_backend, self.backend_args, self._removals = backend, None, None
+
+    @staticmethod
+    def _failure_message(runner, err: OSError) -> str:
+        marker = osp.join(runner.work_dir, 'last_checkpoint')
+        previous = open(marker).read().strip() if osp.isfile(marker) else None
+        return (f'saving checkpoint {err.filename or ""} failed ({err.strerror or err}); '
+                f'nothing of it was kept. '
+                + (f'The previous checkpoint {previous} and {marker} are unchanged: free '
+                   f'space and continue with --resume.' if previous else
+                   'No earlier checkpoint of this run exists.'))
