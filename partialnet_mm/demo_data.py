@@ -224,18 +224,35 @@ def _write_jpg(path: str, img: np.ndarray) -> None:
 
 
 # ---------------------------------------------------------------------------- COCO
+# COCO categories (id, name) that the shapes stand in for when a set must be read with
+# COCO's own 80 classes (the shipped configs, whose metainfo is mmdet's COCO classes).
+COCO_STAND_INS = ((1, 'person'), (3, 'car'), (17, 'cat'), (18, 'dog'))
+
+
 def make_coco_demo(root: str = DEMO_ROOTS['coco'], num_train: int = 500, num_val: int = 50,
                    image_size: Tuple[int, int] = (256, 256), seed: int = 0,
-                   force: bool = False) -> bool:
-    """COCO-format instance segmentation demo set. Returns True if it was (re)generated."""
+                   force: bool = False,
+                   categories: Optional[Sequence[Tuple[int, str]]] = None) -> bool:
+    """COCO instance segmentation set in COCO's layout. Returns True if it was (re)generated.
+
+    ``categories``: the (id, name) of each shape category in the annotation files; default
+    ids 1.. named after the shapes (the demo configs' classes); :data:`COCO_STAND_INS` gives
+    a set the shipped COCO configs read as it is.
+    """
+    categories = [dict(id=i + 1, name=name, supercategory='shape')
+                  for i, name in enumerate(SHAPES)] if categories is None else [
+                      dict(id=int(cid), name=name, supercategory='shape')
+                      for cid, name in categories]
+    if len(categories) != len(SHAPES):
+        raise ValueError(f'categories: one (id, name) per shape {SHAPES}, got {categories}')
     params = dict(num_train=num_train, num_val=num_val, image_size=list(image_size),
-                  scene=_scene_params(SCENE),
-                  seed=seed, categories=list(SHAPES))
+                  scene=_scene_params(SCENE), seed=seed,
+                  categories=[c['name'] for c in categories])
+    if [c['name'] for c in categories] != list(SHAPES):
+        params['category_ids'] = [c['id'] for c in categories]
     if not _prepare(root, params, force):
         return False
     height, width = image_size
-    categories = [dict(id=i + 1, name=name, supercategory='shape')
-                  for i, name in enumerate(SHAPES)]
     files = []
     for split, count, split_seed in (('train', num_train, seed), ('val', num_val, seed + 1)):
         rng = np.random.default_rng(split_seed)
@@ -249,7 +266,8 @@ def make_coco_demo(root: str = DEMO_ROOTS['coco'], num_train: int = 500, num_val
             for cat, mask in objects:
                 ys, xs = np.nonzero(mask)
                 annotations.append(dict(
-                    id=len(annotations) + 1, image_id=idx + 1, category_id=cat + 1,
+                    id=len(annotations) + 1, image_id=idx + 1,
+                    category_id=categories[cat]['id'],
                     segmentation=mask_to_polygons(mask), area=float(mask.sum()),
                     bbox=[float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1),
                           float(ys.max() - ys.min() + 1)], iscrowd=0))
@@ -318,26 +336,54 @@ CLASSIFICATION_SCENE = dict(size_range=(0.45, 0.85), margin=0.5, background_cont
                             horizon_prob=0.)
 
 
+# ImageNet classes (WordNet id, index among the 1000) that the shapes stand in for when a
+# set must be read with ImageNet's own 1000 classes (the shipped ImageNet configs).
+IMAGENET_STAND_INS = (('n01440764', 0), ('n01443537', 1), ('n01484850', 2), ('n01491361', 3))
+
+
 def make_imagenet_demo(root: str = DEMO_ROOTS['imagenet'], num_train_per_class: int = 800,
                        num_val_per_class: int = 100, image_size: int = 80, seed: int = 0,
-                       force: bool = False) -> bool:
-    """ImageNet folder-layout classification demo set (one shape per image, the class)."""
+                       force: bool = False, imagenet_layout: bool = False) -> bool:
+    """Classification set, one shape per image (the class). Returns True if (re)generated.
+
+    Default: the folder layout the demo configs read (``{train,val}/<shape>/*.jpg``, classes
+    from the folders). ``imagenet_layout``: ImageNet's own layout, as mmpretrain's
+    ``ImageNet`` dataset reads it with the 1000 classes: ``train/<wnid>/<wnid>_*.JPEG``,
+    ``val/ILSVRC2012_val_*.JPEG`` and ``meta/{train,val}.txt`` (path and class index per line),
+    the shapes standing in for :data:`IMAGENET_STAND_INS`.
+    """
     params = dict(num_train_per_class=num_train_per_class,
                   num_val_per_class=num_val_per_class, image_size=image_size, seed=seed,
                   classes=list(SHAPES), scene=_scene_params(CLASSIFICATION_SCENE))
+    if imagenet_layout:
+        params['imagenet_layout'] = [list(c) for c in IMAGENET_STAND_INS]
     if not _prepare(root, params, force):
         return False
     files = []
     for split, per_class, split_seed in (('train', num_train_per_class, seed + 20),
                                          ('val', num_val_per_class, seed + 21)):
         rng = np.random.default_rng(split_seed)
+        meta = []
         for cat, name in enumerate(SHAPES):
             for idx in range(per_class):
                 img, _ = synth_scene(rng, image_size, image_size, num_objects=(1, 1),
                                      shapes=(name, ), **CLASSIFICATION_SCENE)
-                rel = f'{split}/{name}/{name}_{idx:05d}.jpg'
+                if not imagenet_layout:
+                    rel = f'{split}/{name}/{name}_{idx:05d}.jpg'
+                elif split == 'train':
+                    wnid, label = IMAGENET_STAND_INS[cat]
+                    rel = f'train/{wnid}/{wnid}_{idx:05d}.JPEG'
+                    meta.append(f'{rel[len("train/"):]} {label}')
+                else:
+                    rel = f'val/ILSVRC2012_val_{len(meta) + 1:08d}.JPEG'
+                    meta.append(f'{rel[len("val/"):]} {IMAGENET_STAND_INS[cat][1]}')
                 _write_jpg(osp.join(root, rel), img)
                 files.append(rel)
+        if imagenet_layout:
+            os.makedirs(osp.join(root, 'meta'), exist_ok=True)
+            with open(osp.join(root, 'meta', f'{split}.txt'), 'w') as f:
+                f.write('\n'.join(meta) + '\n')
+            files.append(f'meta/{split}.txt')
     _finish(root, params, files)
     return True
 
