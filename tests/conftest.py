@@ -1,8 +1,12 @@
+import atexit
 import glob
+import importlib.util
 import json
 import os
 import os.path as osp
 import pickle
+import shutil
+import tempfile
 
 import pytest
 import torch
@@ -15,6 +19,20 @@ from partialnet_mm.models.layers import EuclideanRelativePositionBias
 from partialnet_mm.runner import data_root_options  # noqa: F401  (used by the tests)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+# The runs of this session record the datasets they checked in a cache folder of their own
+# (tool subprocesses inherit it), not in the user's ~/.cache/partialnet-mm.
+os.environ['PARTIALNET_CACHE'] = tempfile.mkdtemp(prefix='partialnet-test-cache-')
+atexit.register(shutil.rmtree, os.environ['PARTIALNET_CACHE'], True)
+
+
+def load_tool(name):
+    """``tools/<name>.py`` as a module (its ``parse_args`` / ``main``), to run a tool of ours
+    inside the test process: what the command line does, minus starting an interpreter."""
+    spec = importlib.util.spec_from_file_location(f'partialnet_tool_{name}',
+                                                  osp.join(ROOT, 'tools', f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def reference_dir():
