@@ -144,13 +144,13 @@ def test_library_own_train_then_test_on_demo_config(demo, data_roots, tmp_path):
 
 
 def test_classification_demo_trains_in_fp32_and_the_real_recipe_keeps_amp():
-    """mmpretrain's own train.py stops on AmpOptimWrapper without a GPU: the demo replaces it
-    by a plain OptimWrapper with the same optimizer settings (and its own lr)."""
+    """The recipe trains with AMP on any device (mmengine's wrapper where a GPU is); the demo
+    trains in fp32, with the same optimizer settings (and its own lr)."""
     from mmengine.config import Config
     real = Config.fromfile(osp.join(ROOT, 'configs', 'partialnet_t0_imagenet.py')).optim_wrapper
     demo = Config.fromfile(osp.join(ROOT, 'configs', 'demo',
                                     'partialnet_t0_imagenet_demo.py')).optim_wrapper
-    assert (real.type, real.loss_scale) == ('AmpOptimWrapper', 'dynamic')
+    assert (real.type, real.loss_scale) == ('AnyDeviceAmpOptimWrapper', 'dynamic')
     assert demo.type == 'OptimWrapper' and 'loss_scale' not in demo
     assert demo.paramwise_cfg == real.paramwise_cfg
     assert dict(demo.optimizer, lr=real.optimizer.lr) == real.optimizer

@@ -4,10 +4,10 @@
 # 33) with the authors' AdamW (schedules/adamw_1x_coco.py). Used by the Mask R-CNN and
 # Cascade Mask R-CNN 3x bases, which add the model.
 #
-# Mixed precision (GPU): `tools/train.py CONFIG --amp` (ours or mmdet's own) switches
-# optim_wrapper to AmpOptimWrapper with a dynamic loss scale, as mmdet's ConvNeXt
-# "amp-ms-crop-3x" configs train; or --cfg-options optim_wrapper.type=AmpOptimWrapper
-# optim_wrapper.loss_scale=dynamic. Without a GPU, mmengine refuses AmpOptimWrapper.
+# Mixed precision: `tools/train.py CONFIG --amp` switches optim_wrapper to AMP with a dynamic
+# loss scale, as mmdet's ConvNeXt "amp-ms-crop-3x" configs train (ours: mmengine's
+# AmpOptimWrapper on a GPU, bfloat16 autocast on the CPU; mmdet's own tool: AmpOptimWrapper,
+# GPU only).
 _base_ = [
     'mmdet::_base_/datasets/coco_instance.py',
     './schedules/adamw_1x_coco.py',

@@ -47,8 +47,10 @@ test_dataloader = val_dataloader
 
 max_epochs = 300
 warmup_epochs = 20
+# mmengine's AmpOptimWrapper on a GPU; on a machine without one (where mmengine's refuses to
+# be built) bfloat16 autocast, so the recipe also runs as written on the CPU.
 optim_wrapper = dict(
-    type='AmpOptimWrapper',
+    type='AnyDeviceAmpOptimWrapper',
     loss_scale='dynamic',
     optimizer=dict(type='AdamW', lr=0.004, betas=(0.9, 0.999), weight_decay=0.05),
     paramwise_cfg=dict(norm_decay_mult=0., bias_decay_mult=0.,

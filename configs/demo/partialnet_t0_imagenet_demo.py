@@ -53,9 +53,9 @@ max_epochs = 15
 warmup_epochs = 1
 lr = 5e-4
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
-# fp32: mmengine refuses the recipe's AmpOptimWrapper without a GPU ("only available
-# training on gpu"). The recipe's optimizer and paramwise settings in a plain OptimWrapper;
-# _delete_ keeps the base's AMP-only loss_scale from being merged back in.
+# fp32: the recipe's AMP wrapper autocasts to bfloat16 on the CPU, which most CPUs emulate
+# slowly. The recipe's optimizer and paramwise settings in a plain OptimWrapper; _delete_
+# keeps the base's AMP-only loss_scale from being merged back in.
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',

@@ -8,7 +8,7 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from ..runner import (DataError, check_datasets, explain_data_errors, find_resume_checkpoint,
-                      fp32_without_gpu, load_config, own_visualizer, setup_cpu_distributed)
+                      amp_for_device, load_config, own_visualizer, setup_cpu_distributed)
 from ..runner.data_checks import check_annotations
 from ..runner.resume import check_resume_fits
 
@@ -46,7 +46,8 @@ def build_train_config(config: str, work_dir: Optional[str] = None,
             ``./work_dirs/<config name>``).
         resume (str, optional): ``'auto'`` (the newest *complete* checkpoint in the work
             dir) or a checkpoint path.
-        amp (bool): Mixed precision (on a machine without GPU the run stays fp32).
+        amp (bool): Mixed precision: mmengine's AMP on a GPU, bfloat16 autocast on the CPU
+            (:class:`~partialnet_mm.engine.amp.AnyDeviceAmpOptimWrapper`).
         auto_scale_lr (bool): Scale the lr by the total batch size over
             ``auto_scale_lr.base_batch_size``.
         cfg_options (dict | list[str], optional): Overrides (``key=value``).
@@ -54,9 +55,9 @@ def build_train_config(config: str, work_dir: Optional[str] = None,
     """
     cfg = load_run_config(config, work_dir, cfg_options, launcher)
     if amp:
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.type = 'AnyDeviceAmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
-    fp32_without_gpu(cfg)
+    amp_for_device(cfg)
     if auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
             raise DataError('--auto-scale-lr needs auto_scale_lr=dict(base_batch_size=...) '

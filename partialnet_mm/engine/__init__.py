@@ -1,3 +1,4 @@
+from .amp import AnyDeviceAmpOptimWrapper
 from .aux_losses import attach_aux_losses
 from .checkpoint_hook import AtomicCheckpointHook, CheckpointSaveError
 from .distributed import CPUDistributedDataParallel, CPUSyncBatchNorm
@@ -5,7 +6,7 @@ from .hooks import NonFiniteLossError, NonFiniteLossHook, RandomStateHook
 from .optimizers import PartialNetLayerDecayOptimWrapperConstructor
 
 __all__ = [
-    'attach_aux_losses', 'AtomicCheckpointHook', 'CheckpointSaveError',
+    'AnyDeviceAmpOptimWrapper', 'attach_aux_losses', 'AtomicCheckpointHook', 'CheckpointSaveError',
     'CPUDistributedDataParallel', 'CPUSyncBatchNorm', 'NonFiniteLossError', 'NonFiniteLossHook',
     'PartialNetLayerDecayOptimWrapperConstructor', 'RandomStateHook'
 ]

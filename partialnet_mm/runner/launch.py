@@ -1,29 +1,29 @@
-"""Adapting a config to a machine without GPUs: fp32 for AMP configs, CPU distributed runs."""
+"""Adapting a config to a machine without GPUs: mixed precision and distributed runs on the CPU."""
 import argparse
 import os
 import subprocess
-import warnings
-
 import torch
 from mmengine.config import DictAction
+from mmengine.logging import print_log
 
+from ..engine.amp import amp_device_available
 from ..engine.distributed import init_cpu_distributed
 from .datasets import DataError
 
 
-def fp32_without_gpu(cfg) -> bool:
-    """Train an AMP config in fp32 when no GPU is there (mmengine's AMP wrapper needs one).
+def amp_for_device(cfg) -> bool:
+    """Let a config that asks for mmengine's ``AmpOptimWrapper`` train without a GPU.
 
-    Returns True (after one warning) if the optimizer wrapper was switched.
+    mmengine's wrapper refuses to be built there; :class:`AnyDeviceAmpOptimWrapper` is the
+    same wrapper where a GPU is, and autocasts to bfloat16 on the CPU. Returns True (after one
+    log line) if the wrapper was switched.
     """
     wrapper = cfg.get('optim_wrapper') or {}
-    if wrapper.get('type') != 'AmpOptimWrapper' or torch.cuda.is_available():
+    if wrapper.get('type') != 'AmpOptimWrapper' or amp_device_available():
         return False
-    wrapper['type'] = 'OptimWrapper'
-    for key in ('loss_scale', 'dtype', 'use_fsdp'):
-        wrapper.pop(key, None)
-    warnings.warn('No GPU: this config asks for mixed precision (AmpOptimWrapper), which '
-                  'needs a GPU; training in fp32 with OptimWrapper instead.')
+    wrapper['type'] = 'AnyDeviceAmpOptimWrapper'
+    print_log('No GPU: mixed precision (AmpOptimWrapper) runs as AnyDeviceAmpOptimWrapper, '
+              'bfloat16 autocast on the CPU without loss scaling.', logger='current')
     return True
 
 

@@ -130,8 +130,9 @@ class PartialChannelAttention(DeployMixin, nn.Module):
             momentum = norm.momentum if norm.momentum is not None else \
                 1. / float(norm.num_batches_tracked)
             unbiased = var * (count / max(count - 1, 1))
-            norm.running_mean.lerp_(mean.detach(), momentum)
-            norm.running_var.lerp_(unbiased.detach(), momentum)
+            # under autocast the statistics come in half precision; the buffers stay fp32
+            norm.running_mean.lerp_(mean.detach().to(norm.running_mean.dtype), momentum)
+            norm.running_var.lerp_(unbiased.detach().to(norm.running_var.dtype), momentum)
 
     def _fold(self) -> None:
         conv = fuse_conv_norm(self.gate_conv, self.gate_norm)  # (C, C, 1, 2) with bias
