@@ -224,32 +224,42 @@ def _write_jpg(path: str, img: np.ndarray) -> None:
 
 
 # ---------------------------------------------------------------------------- COCO
-# COCO categories (id, name) that the shapes stand in for when a set must be read with
-# COCO's own 80 classes (the shipped configs, whose metainfo is mmdet's COCO classes).
-COCO_STAND_INS = ((1, 'person'), (3, 'car'), (17, 'cat'), (18, 'dog'))
+# COCO category ids that the shapes stand in for when a set must be read with COCO's own 80
+# classes (the shipped configs, whose metainfo is mmdet's COCO classes).
+COCO_STAND_INS = (1, 3, 17, 18)  # person, car, cat, dog
+_COCO_ID_GAPS = {12, 26, 29, 30, 45, 66, 68, 69, 71, 83}
+
+
+def coco_categories() -> List[dict]:
+    """COCO's 80 categories as its annotation files list them: ids 1..90 with COCO's gaps,
+    named as mmdet's ``CocoDataset`` names its classes."""
+    from mmdet.datasets import CocoDataset
+    ids = [i for i in range(1, 91) if i not in _COCO_ID_GAPS]
+    return [dict(id=i, name=name, supercategory='object')
+            for i, name in zip(ids, CocoDataset.METAINFO['classes'])]
 
 
 def make_coco_demo(root: str = DEMO_ROOTS['coco'], num_train: int = 500, num_val: int = 50,
                    image_size: Tuple[int, int] = (256, 256), seed: int = 0,
-                   force: bool = False,
-                   categories: Optional[Sequence[Tuple[int, str]]] = None) -> bool:
+                   force: bool = False, coco_classes: bool = False) -> bool:
     """COCO instance segmentation set in COCO's layout. Returns True if it was (re)generated.
 
-    ``categories``: the (id, name) of each shape category in the annotation files; default
-    ids 1.. named after the shapes (the demo configs' classes); :data:`COCO_STAND_INS` gives
-    a set the shipped COCO configs read as it is.
+    ``coco_classes``: the annotation files list COCO's 80 categories (:func:`coco_categories`)
+    and the shapes are instances of :data:`COCO_STAND_INS`, so the shipped COCO configs read
+    the set as it is; by default the categories are the shapes (ids 1.., the demo configs'
+    classes).
     """
-    categories = [dict(id=i + 1, name=name, supercategory='shape')
-                  for i, name in enumerate(SHAPES)] if categories is None else [
-                      dict(id=int(cid), name=name, supercategory='shape')
-                      for cid, name in categories]
-    if len(categories) != len(SHAPES):
-        raise ValueError(f'categories: one (id, name) per shape {SHAPES}, got {categories}')
+    if coco_classes:
+        categories = coco_categories()
+        by_id = {c['id']: c for c in categories}
+        shape_categories = [by_id[i] for i in COCO_STAND_INS]
+    else:
+        categories = shape_categories = [dict(id=i + 1, name=name, supercategory='shape')
+                                         for i, name in enumerate(SHAPES)]
     params = dict(num_train=num_train, num_val=num_val, image_size=list(image_size),
-                  scene=_scene_params(SCENE), seed=seed,
-                  categories=[c['name'] for c in categories])
-    if [c['name'] for c in categories] != list(SHAPES):
-        params['category_ids'] = [c['id'] for c in categories]
+                  scene=_scene_params(SCENE), seed=seed, categories=list(SHAPES))
+    if coco_classes:
+        params['coco_classes'] = list(COCO_STAND_INS)
     if not _prepare(root, params, force):
         return False
     height, width = image_size
@@ -267,7 +277,7 @@ def make_coco_demo(root: str = DEMO_ROOTS['coco'], num_train: int = 500, num_val
                 ys, xs = np.nonzero(mask)
                 annotations.append(dict(
                     id=len(annotations) + 1, image_id=idx + 1,
-                    category_id=categories[cat]['id'],
+                    category_id=shape_categories[cat]['id'],
                     segmentation=mask_to_polygons(mask), area=float(mask.sum()),
                     bbox=[float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1),
                           float(ys.max() - ys.min() + 1)], iscrowd=0))
