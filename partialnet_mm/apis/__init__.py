@@ -1,4 +1,4 @@
-"""What the tools do, as functions: train, test, convert checkpoints, the learning benchmark."""
+"""What the tools do, as functions: train, test, convert checkpoints."""
 from ..checkpoint import CheckpointError
 from ..engine import CheckpointSaveError, NonFiniteLossError
 from ..runner import DataError
