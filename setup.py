@@ -108,6 +108,10 @@ def read_requirements(name):
                 if line.strip() and not line.startswith('#')]
 
 
+# The OpenMMLab library of each extra (partialnet_mm.libraries.LIBRARIES names the same).
+LIBRARY_EXTRAS = {extra: read_requirements(f'{extra}.txt') for extra in ('det', 'seg', 'cls')}
+
+
 setup(
     name='partialnet-mm',
     version=read_version(),
@@ -119,11 +123,13 @@ setup(
     packages=find_packages(include=['partialnet_mm', 'partialnet_mm.*']),
     python_requires='>=3.8',
     install_requires=read_requirements('runtime.txt'),
+    # one library is enough: [det] mmdet, [seg] mmseg, [cls] mmpretrain, [all] the three;
     # [deploy]: mmdeploy's own dependencies; mmdeploy itself installs with --no-deps
     # (requirements/deploy.txt says why); [peers]: timm, for the FasterNet peers
-    extras_require={'tests': read_requirements('tests.txt'),
-                    'deploy': read_requirements('deploy.txt'),
-                    'peers': read_requirements('peers.txt')},
+    extras_require=dict(LIBRARY_EXTRAS, all=sum(LIBRARY_EXTRAS.values(), []),
+                        tests=read_requirements('tests.txt'),
+                        deploy=read_requirements('deploy.txt'),
+                        peers=read_requirements('peers.txt')),
     license='Apache-2.0',
     cmdclass={'build_py': BuildWithMimFiles, 'develop': DevelopWithMimFiles,
               'mim_links': LinkMimFiles},

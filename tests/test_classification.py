@@ -7,10 +7,10 @@ from conftest import ROOT, data_root_options, train_and_retest
 from mmengine.config import Config
 
 from partialnet_mm import PartialNet
-from partialnet_mm.apis import learning_benchmark as lb
 from partialnet_mm.apis import train
-from partialnet_mm.demo_data import SHAPES, make_imagenet_demo
 from partialnet_mm.runner import parse_cfg_options
+from partialnet_mm.tooling import learning_benchmark as lb
+from partialnet_mm.tooling.demo_data import SHAPES, make_imagenet_demo
 
 RECIPES = {  # arch: (weight decay, grad clip, mixup alpha, RandAugment magnitude)
     't0': (0.005, None, 0.05, None), 't1': (0.01, None, 0.1, 3), 't2': (0.02, None, 0.1, 5),

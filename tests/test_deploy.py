@@ -15,7 +15,6 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from partialnet_mm import PartialNet, switch_to_deploy
 from partialnet_mm.analysis import build_arch_model, switch_model_to_deploy
-from partialnet_mm.analysis.benchmark import benchmark_inference, format_table, model_sources
 from partialnet_mm.analysis.flops import format_table as flops_table
 from partialnet_mm.analysis.flops import count_flops, measure
 from partialnet_mm.analysis.report import MALLOC_ENV, machine_description
@@ -25,6 +24,7 @@ from partialnet_mm.models import SpatialMixer, set_naive_forward
 from partialnet_mm.models.layers import (EuclideanRelativePositionBias, PartialNetBlock,
                                          build_mixer)
 from partialnet_mm.runner import load_config
+from partialnet_mm.tooling.benchmark import benchmark_inference, format_table, model_sources
 
 FUSED_RTOL = 1e-5  # max |fused - unfused| <= FUSED_RTOL * max |unfused|, per output
 ONNX_RTOL = 1e-4
@@ -314,7 +314,7 @@ def test_installed_config_paths():
 def _classifier_demo(tmp_path):
     """The classification demo config, a tiny demo set and a checkpoint with non-trivial
     BN statistics (saved as a Runner would: meta with the config)."""
-    from partialnet_mm.demo_data import make_imagenet_demo
+    from partialnet_mm.tooling.demo_data import make_imagenet_demo
     config = osp.join(ROOT, 'configs', 'demo', 'partialnet_t0_imagenet_demo.py')
     data_root = str(tmp_path / 'imagenet_demo')
     make_imagenet_demo(data_root, num_train_per_class=1, num_val_per_class=2)

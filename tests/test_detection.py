@@ -11,9 +11,9 @@ from conftest import ROOT, data_root_options, train_and_retest
 from mmengine.config import Config
 
 from partialnet_mm import partialnet_channels
-from partialnet_mm.apis import learning_benchmark as lb
 from partialnet_mm.apis import test as run_test
-from partialnet_mm.demo_data import make_coco_demo
+from partialnet_mm.tooling import learning_benchmark as lb
+from partialnet_mm.tooling.demo_data import make_coco_demo
 
 ARCHS = ('t0', 't1', 't2', 's', 'm', 'l')
 DEMO_CONFIG = osp.join(ROOT, 'configs', 'demo', 'mask_rcnn_partialnet_t0_demo.py')

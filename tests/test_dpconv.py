@@ -408,7 +408,7 @@ def test_training_without_the_hook_warns():
 def test_runner_trains_logs_and_exports(tmp_path):
     """The classification demo with DPConv: warm-up epoch, then learning; losses and widths
     logged; the exported checkpoint gives the same logits as a plain classifier."""
-    from partialnet_mm.demo_data import make_imagenet_demo
+    from partialnet_mm.tooling.demo_data import make_imagenet_demo
     data_root = str(tmp_path / 'imagenet_demo')
     make_imagenet_demo(data_root, num_train_per_class=4, num_val_per_class=1)
     work = tmp_path / 'work'

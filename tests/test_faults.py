@@ -15,9 +15,9 @@ from mmengine.fileio.backends import LocalBackend
 
 from partialnet_mm.apis import train
 from partialnet_mm.checkpoint import CheckpointError
-from partialnet_mm.demo_data import make_ade20k_demo, make_coco_demo, make_imagenet_demo
 from partialnet_mm.engine import CheckpointSaveError, NonFiniteLossError
 from partialnet_mm.runner import DataError
+from partialnet_mm.tooling.demo_data import make_ade20k_demo, make_coco_demo, make_imagenet_demo
 
 CLS_DEMO = osp.join(ROOT, 'configs', 'demo', 'partialnet_t0_imagenet_demo.py')
 DET_DEMO = osp.join(ROOT, 'configs', 'demo', 'mask_rcnn_partialnet_t0_demo.py')

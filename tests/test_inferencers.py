@@ -13,7 +13,7 @@ from conftest import ROOT
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
-from partialnet_mm.demo_data import make_ade20k_demo, make_coco_demo, make_imagenet_demo
+from partialnet_mm.tooling.demo_data import make_ade20k_demo, make_coco_demo, make_imagenet_demo
 
 
 def demo_config(name):

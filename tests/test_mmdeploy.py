@@ -267,7 +267,7 @@ def train_demo(config, work_dir, options):
 
 @pytest.fixture(scope='session')
 def coco_demo(tmp_path_factory):
-    from partialnet_mm.demo_data import make_coco_demo
+    from partialnet_mm.tooling.demo_data import make_coco_demo
     data_root = str(tmp_path_factory.mktemp('deploy_coco') / 'coco_demo') + '/'
     make_coco_demo(data_root, num_train=16, num_val=4)
     return data_root
@@ -329,7 +329,7 @@ def trained_rtmdet(request, coco_demo, tmp_path_factory):
 
 @pytest.fixture(scope='session')
 def trained_semantic_fpn(tmp_path_factory):
-    from partialnet_mm.demo_data import make_ade20k_demo
+    from partialnet_mm.tooling.demo_data import make_ade20k_demo
     data_root = str(tmp_path_factory.mktemp('deploy_ade') / 'ade20k_demo')
     make_ade20k_demo(data_root, num_train=16, num_val=4)
     config = osp.join(ROOT, 'configs', 'demo', 'fpn_partialnet_t0_demo.py')

@@ -6,8 +6,8 @@ import pytest
 from conftest import ROOT
 
 from partialnet_mm.runner import load_config
-from partialnet_mm.analysis.model_index import (COLLECTIONS, collection_of, list_configs,
-                                       load_model_index, measure)
+from partialnet_mm.tooling.model_index import (COLLECTIONS, collection_of, list_configs,
+                                               load_model_index, measure)
 
 
 @pytest.fixture(scope='module')

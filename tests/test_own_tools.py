@@ -17,7 +17,7 @@ import sys
 import pytest
 from conftest import ROOT, data_root_options
 
-from partialnet_mm.demo_data import make_ade20k_demo, make_coco_demo, make_imagenet_demo
+from partialnet_mm.tooling.demo_data import make_ade20k_demo, make_coco_demo, make_imagenet_demo
 
 DET_OPTIONS = ['train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
                'train_dataloader.batch_size=2', 'default_hooks.checkpoint.interval=1',

@@ -10,7 +10,7 @@ import zipfile
 import pytest
 from conftest import ROOT
 
-from partialnet_mm.analysis.model_index import list_configs
+from partialnet_mm.tooling.model_index import list_configs
 
 
 def run(argv, cwd, env=None, timeout=900):
@@ -67,7 +67,7 @@ def test_installed_package_trains_a_demo_without_a_clone(wheel, tmp_path):
                    'print(os.path.dirname(partialnet_mm.__file__))'], cwd=str(work),
                   env=env).strip().splitlines()[-1]
     assert package == str(target / 'partialnet_mm')  # the installed copy, not a checkout
-    run([sys.executable, '-c', 'from partialnet_mm.demo_data import make_coco_demo; '
+    run([sys.executable, '-c', 'from partialnet_mm.tooling.demo_data import make_coco_demo; '
          "make_coco_demo('data/coco_demo/', num_train=2, num_val=1)"], cwd=str(work), env=env)
     import mmdet
     mmdet_train = osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools', 'train.py')
@@ -89,7 +89,7 @@ def mim(args, cwd, env=None):
 def mim_train_and_test(cwd, env, work_dir, expected_tools_dir):
     """``mim train``/``mim test partialnet_mm`` on the classification demo (by config name,
     which mim finds in the package's .mim/configs), and ``mim run`` of a project tool."""
-    run([sys.executable, '-c', 'from partialnet_mm.demo_data import make_imagenet_demo; '
+    run([sys.executable, '-c', 'from partialnet_mm.tooling.demo_data import make_imagenet_demo; '
          "make_imagenet_demo('data/imagenet_demo', num_train_per_class=2, "
          'num_val_per_class=1)'], cwd=cwd, env=env)
     options = ['--cfg-options', 'train_cfg.max_epochs=1', 'train_dataloader.batch_size=4',

@@ -7,11 +7,10 @@ import os.path as osp
 import pytest
 import torch
 
-from partialnet_mm.analysis import peers
-from partialnet_mm.analysis.authors_code import (AuthorsCodeError, authors_model,
-                                                 load_authors_partialnet,
-                                                 max_output_difference)
 from partialnet_mm.analysis.models import build_arch_model
+from partialnet_mm.tooling import peers
+from partialnet_mm.tooling.authors_code import (AuthorsCodeError, authors_model,
+                                                load_authors_partialnet, max_output_difference)
 
 TINY = (64, 64)
 
@@ -119,7 +118,7 @@ def test_the_authors_model_computes_with_our_weights(authors_module, arch, kind)
 
 
 def test_the_plot_is_written_from_the_report(tmp_path):
-    from partialnet_mm.analysis.plot import load_rows, plot_peers
+    from partialnet_mm.tooling.plot import load_rows, plot_peers
     from partialnet_mm.analysis.report import write_json_report
     rows = [dict(family='RetinaNet', backbone=b, input='64x64', params_m=p, full_ms=m)
             for b, p, m in [('PartialNet-T0', 10., 5.), ('ResNet-18', 20., 7.),
@@ -136,7 +135,7 @@ def test_the_plot_is_written_from_the_report(tmp_path):
     with pytest.raises(ValueError, match='not a benchmark report'):
         load_rows(str(tmp_path / 'bad.json'))
     assert osp.isfile(out)
-    from partialnet_mm.analysis.plot import peers_matrix
+    from partialnet_mm.tooling.plot import peers_matrix
     table = peers_matrix(rows)
     assert 'RetinaNet 64x64' in table and '| ResNet-18 ' in table and '20.0 M / 7.00 ms' in table
     assert '| 10.0 M / -  ' in peers_matrix(rows, ['params_m', 'gflops'])  # not measured

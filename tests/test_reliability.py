@@ -14,10 +14,10 @@ from conftest import ROOT, data_root_options
 from partialnet_mm.apis import test as run_test
 from partialnet_mm.apis import train
 from partialnet_mm.checkpoint import CheckpointError
-from partialnet_mm.demo_data import make_ade20k_demo, make_coco_demo, make_imagenet_demo
 from partialnet_mm.engine import NonFiniteLossError
 from partialnet_mm.runner import DataError
 from partialnet_mm.runner.launch import torchrun_env_from_slurm
+from partialnet_mm.tooling.demo_data import make_ade20k_demo, make_coco_demo, make_imagenet_demo
 
 SEG_DEMO = osp.join(ROOT, 'configs', 'demo', 'fpn_partialnet_t0_demo.py')
 DET_DEMO = osp.join(ROOT, 'configs', 'demo', 'mask_rcnn_partialnet_t0_demo.py')

@@ -8,8 +8,8 @@ from conftest import ROOT, data_root_options, train_and_retest
 from mmengine.config import Config
 
 from partialnet_mm import partialnet_channels
-from partialnet_mm.apis import learning_benchmark as lb
-from partialnet_mm.demo_data import ADE_CLASSES, make_ade20k_demo
+from partialnet_mm.tooling import learning_benchmark as lb
+from partialnet_mm.tooling.demo_data import ADE_CLASSES, make_ade20k_demo
 
 ARCHS = ('t0', 't1', 't2', 's', 'm', 'l')
 DEMO_CONFIG = osp.join(ROOT, 'configs', 'demo', 'fpn_partialnet_t0_demo.py')
@@ -116,7 +116,7 @@ def test_learning_benchmark_starts_from_a_classifier_backbone(tmp_path):
 def test_learning_benchmark_hands_the_classifier_it_trains_to_seg(tmp_path):
     """cls runs first in one call (whatever the order asked) and seg starts from its checkpoint,
     with the pre-training minutes added to its own."""
-    from partialnet_mm.demo_data import make_imagenet_demo
+    from partialnet_mm.tooling.demo_data import make_imagenet_demo
     roots = dict(cls=str(tmp_path / 'imagenet_demo'), seg=str(tmp_path / 'ade20k_demo'))
     make_imagenet_demo(roots['cls'], num_train_per_class=4, num_val_per_class=2)
     make_ade20k_demo(roots['seg'], num_train=4, num_val=2)

@@ -6,8 +6,8 @@ import pytest
 from conftest import ROOT, data_root_options
 from mmengine.config import Config
 
-from partialnet_mm.demo_data import make_ade20k_demo, make_coco_demo
 from partialnet_mm.runner.tta import TTAConfigError, enable_tta
+from partialnet_mm.tooling.demo_data import make_ade20k_demo, make_coco_demo
 
 
 def config(name):

@@ -15,18 +15,18 @@
     python tools/benchmark.py --peers mask_rcnn rtmdet --backbones t0 r50 fasternet_t0 --runs 3
 
 Forms of one model (--peers: all models of a family) are timed in interleaved rounds; see
-partialnet_mm.analysis.benchmark and partialnet_mm.analysis.peers.
+partialnet_mm.tooling.benchmark and partialnet_mm.tooling.peers.
 """
 import argparse
 
 import torch
 
-from partialnet_mm.analysis import benchmark as bench
-from partialnet_mm.analysis import peers
-from partialnet_mm.analysis.authors_code import load_authors_partialnet
 from partialnet_mm.analysis.models import add_model_arguments, parse_shape
 from partialnet_mm.analysis.report import write_json_report
 from partialnet_mm.models import PartialNet
+from partialnet_mm.tooling import benchmark as bench
+from partialnet_mm.tooling import peers
+from partialnet_mm.tooling.authors_code import load_authors_partialnet
 
 
 def parse_args(argv=None):

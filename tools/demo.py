@@ -15,7 +15,7 @@ import argparse
 import os.path as osp
 
 from partialnet_mm.analysis.report import machine_description
-from partialnet_mm.apis import learning_benchmark as lb
+from partialnet_mm.tooling import learning_benchmark as lb
 
 
 def main(argv=None):

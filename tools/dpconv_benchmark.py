@@ -6,11 +6,11 @@
 Trains the classification DPConv demo on a fresh demo set, exports it, prints the learned
 splits, then times the exported classifier, the fixed n_div = 4 PartialNet-T0 and the DPConv
 model before export on the same batch, interleaved round by round
-(partialnet_mm.dpconv.benchmark).
+(partialnet_mm.tooling.dpconv_benchmark).
 """
 import argparse
 
-from partialnet_mm.dpconv.benchmark import run
+from partialnet_mm.tooling.dpconv_benchmark import run
 
 
 def main(argv=None):

@@ -9,13 +9,13 @@ Prints one table with the metrics, the targets, the training time and the machin
 writes it to WORK_DIR/learning_benchmark.json. The exit status is 0 when every target is met.
 The detection and segmentation demos start from the classification demo's backbone when cls
 runs in the same call or --backbone-from names a classifier checkpoint (their time then
-includes the pre-training); see partialnet_mm.apis.learning_benchmark.
+includes the pre-training); see partialnet_mm.tooling.learning_benchmark.
 """
 import argparse
 import os.path as osp
 
 from partialnet_mm.analysis.report import machine_description
-from partialnet_mm.apis import learning_benchmark as lb
+from partialnet_mm.tooling import learning_benchmark as lb
 
 
 def main(argv=None):

@@ -8,7 +8,7 @@ A set that is already complete is skipped; an incomplete or stale one is regener
 """
 import argparse
 
-from partialnet_mm import demo_data
+from partialnet_mm.tooling import demo_data
 
 
 def main(argv=None):

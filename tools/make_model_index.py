@@ -10,7 +10,7 @@ every config is listed.
 import argparse
 import os.path as osp
 
-from partialnet_mm.analysis.model_index import METAFILE, MODEL_INDEX, write_model_index
+from partialnet_mm.tooling.model_index import METAFILE, MODEL_INDEX, write_model_index
 
 
 def main(argv=None):

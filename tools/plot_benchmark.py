@@ -6,11 +6,11 @@
     python tools/plot_benchmark.py peers.json --table      # a README table: params / ms
     python tools/plot_benchmark.py peers.json --table --cells params_m gflops full_ms
 
-See partialnet_mm.analysis.plot (matplotlib, which mmdet installs).
+See partialnet_mm.tooling.plot (matplotlib, which mmdet installs).
 """
 import argparse
 
-from partialnet_mm.analysis.plot import AXES, load_rows, peers_matrix, plot_peers
+from partialnet_mm.tooling.plot import AXES, load_rows, peers_matrix, plot_peers
 
 
 def main(argv=None):

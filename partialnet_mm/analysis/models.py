@@ -4,16 +4,13 @@ import copy
 from typing import List, Optional, Sequence, Tuple
 
 import torch.nn as nn
-from mmdet.structures import DetDataSample
 from mmengine.config import DictAction
 from mmengine.model import is_model_wrapper
 from mmengine.registry import MODELS, init_default_scope
 from mmengine.runner import load_checkpoint
 from mmengine.utils import import_modules_from_strings
-from mmpretrain.registry import MODELS as CLS_MODELS
-from mmpretrain.structures import DataSample
-from mmseg.structures import SegDataSample
 
+from ..libraries import require
 from ..models import PartialNet, parse_arch
 from ..runner.config import config_scope, scope_of
 
@@ -66,6 +63,8 @@ def build_arch_model(arch: str, kind: str = 'backbone', num_classes: int = 1000,
     if kind == 'backbone':
         return PartialNet(arch=arch, **backbone_kwargs).eval()
     if kind == 'classifier':
+        require('mmpretrain', "kind='classifier' (mmpretrain's ImageClassifier)")
+        from mmpretrain.registry import MODELS as CLS_MODELS
         with scope_of('mmpretrain'):
             return CLS_MODELS.build(classifier_config(arch, num_classes,
                                                       **backbone_kwargs)).eval()
@@ -102,12 +101,17 @@ def synthetic_data_samples(scope: str, batch: int, hw: Tuple[int, int]) -> Optio
     """Data samples carrying the metainfo a model's test forward reads (no annotations)."""
     meta = dict(img_shape=tuple(hw), ori_shape=tuple(hw), pad_shape=tuple(hw),
                 batch_input_shape=tuple(hw), scale_factor=(1., 1.))
+    # each library's data sample, imported for the scope asked for (the scope is a model's,
+    # built with its library)
     if scope == 'mmdet':
+        from mmdet.structures import DetDataSample
         return [DetDataSample(metainfo=meta) for _ in range(batch)]
     if scope == 'mmseg':
+        from mmseg.structures import SegDataSample
         return [SegDataSample(metainfo=dict(meta, padding_size=[0, 0, 0, 0]))
                 for _ in range(batch)]
     if scope == 'mmpretrain':
+        from mmpretrain.structures import DataSample
         return [DataSample(metainfo=meta) for _ in range(batch)]
     return None
 

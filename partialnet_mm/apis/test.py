@@ -3,7 +3,6 @@ import os
 import os.path as osp
 from typing import Dict, Optional
 
-from mmdet.evaluation import DumpDetResults
 from mmengine.config import Config
 from mmengine.evaluator import DumpResults
 from mmengine.runner import Runner
@@ -31,7 +30,12 @@ def add_dump(runner: Runner, cfg: Config, out: str) -> None:
     """Dump the raw predictions to ``out`` (a ``.pkl`` file), as the libraries' ``--out``."""
     if not out.endswith(('.pkl', '.pickle')):
         raise DataError(f'--out must be a .pkl file, got {out!r}')
-    dump = DumpDetResults if cfg.get('default_scope') == 'mmdet' else DumpResults
+    if cfg.get('default_scope') == 'mmdet':
+        # mmdet's dump (masks as RLE); a detection config has mmdet (load_config checked it)
+        from mmdet.evaluation import DumpDetResults
+        dump = DumpDetResults
+    else:
+        dump = DumpResults
     runner.test_evaluator.metrics.append(dump(out_file_path=out))
 
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-from ..analysis.benchmark import time_interleaved
+from ..analysis.timing import time_interleaved
 from ..analysis.models import build_config_model, switch_model_to_deploy
 from ..analysis.report import machine_description
 from .mmdeploy_compat import mmdeploy_torch_compat, require_mmdeploy

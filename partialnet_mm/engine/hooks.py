@@ -10,7 +10,6 @@ from typing import Optional
 
 import numpy as np
 import torch
-from mmdet.engine.hooks import CheckInvalidLossHook
 from mmengine.dist import get_world_size
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
@@ -84,15 +83,16 @@ class NonFiniteLossError(RuntimeError):
 
 
 @HOOKS.register_module()
-class NonFiniteLossHook(CheckInvalidLossHook):
-    """mmdet's ``CheckInvalidLossHook``, with a message that says what to do, for every
-    library.
+class NonFiniteLossHook(Hook):
+    """What mmdet's ``CheckInvalidLossHook`` does, with a message that says what to do, for
+    every library.
 
     mmdet's hook stops with a bare ``AssertionError: loss become infinite or NaN!`` and is
-    registered in mmdet's scope only. This one checks every iteration, runs before the
-    checkpoint hook (so nothing computed from the broken state is saved: the last checkpoint
-    on disk stays the last good one) and stops with :class:`NonFiniteLossError` naming the
-    iteration, the loss terms, that last good checkpoint and the usual fixes.
+    registered in mmdet's scope only. This one is registered in mmengine's root registry (and
+    needs no mmdet), checks every iteration, runs before the checkpoint hook (so nothing
+    computed from the broken state is saved: the last checkpoint on disk stays the last good
+    one) and stops with :class:`NonFiniteLossError` naming the iteration, the loss terms, that
+    last good checkpoint and the usual fixes.
 
     Args:
         interval (int): Check every ``interval`` iterations. Defaults to 1.
@@ -101,7 +101,7 @@ class NonFiniteLossHook(CheckInvalidLossHook):
     priority = 'ABOVE_NORMAL'
 
     def __init__(self, interval: int = 1):
-        super().__init__(interval=interval)
+        self.interval = interval
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
                          outputs: Optional[dict] = None) -> None:

@@ -10,10 +10,16 @@ from typing import Dict, Optional, Sequence, Union
 from mmengine.config import Config, DictAction
 from mmengine.registry import DefaultScope
 
+from ..libraries import LIBRARIES, check_config_libraries, is_installed, missing_library
+
 
 def load_config(path: str, cfg_options: Optional[Union[dict, Sequence[str]]] = None) -> Config:
     """``Config.fromfile``, also for ``'mmdet::mask_rcnn/....py'``-style paths, with
     ``cfg_options`` (a dict, or ``key=value`` strings as ``--cfg-options`` takes) merged in.
+
+    A config of a library that is not installed (its ``mmdet::`` bases, its
+    ``default_scope``, ...) raises :class:`~partialnet_mm.libraries.MissingLibraryError`,
+    which names the extra to install.
 
     Args:
         path (str): A config file, or ``<package>::<path inside its configs>`` of an
@@ -24,10 +30,20 @@ def load_config(path: str, cfg_options: Optional[Union[dict, Sequence[str]]] = N
         path = installed_config_path(path)
     if not osp.isfile(path):
         raise FileNotFoundError(f'config file {path!r} not found')
-    cfg = Config.fromfile(path)
+    try:
+        cfg = Config.fromfile(path)
+    except ImportError as err:
+        # mmengine stops at the first `<library>::` base of a library that is missing
+        # ("mmdet is not installed, please install mmdet manually")
+        for lib in LIBRARIES.values():
+            if not is_installed(lib.module) and (lib.module in str(err)
+                                                 or lib.distribution in str(err)):
+                raise missing_library(lib.module, f'config {path}') from err
+        raise
     options = parse_cfg_options(cfg_options)
     if options:
         cfg.merge_from_dict(options)
+    check_config_libraries(cfg, path)
     return cfg
 
 
@@ -51,6 +67,8 @@ def installed_config_path(path: str) -> str:
     installs) and ``<module>/../configs`` (source checkouts).
     """
     module, rel_path = path.split('::', 1)
+    if module in LIBRARIES and not is_installed(module):
+        raise missing_library(module, f'config {path!r}')
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.origin:
         raise FileNotFoundError(f'config {path!r}: package {module!r} is not installed')

@@ -12,7 +12,7 @@ latency of the backbone and neck and of the whole network at batch 1 (``mode='te
 heads included, proposal NMS of two-stage detectors included, no final post-processing),
 a training step with the family's own losses on synthetic ground truth, and its peak memory.
 All models of a family are timed in the same interleaved rounds
-(:func:`~partialnet_mm.analysis.benchmark.time_interleaved`), so a load change on a shared
+(:func:`~partialnet_mm.analysis.timing.time_interleaved`), so a load change on a shared
 machine affects them alike: compare them as ratios. SyncBN is replaced by BN (one process).
 """
 import copy
@@ -22,12 +22,13 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
+from ..analysis.flops import TensorForward, count_flops
+from ..analysis.models import build_config_model, synthetic_data_samples
+from ..analysis.report import machine_description, markdown_table, write_json_report
+from ..analysis.timing import time_interleaved
 from ..models import PartialNet
 from ..runner.config import config_scope, load_config, project_file, scope_of
-from .benchmark import peak_step_memory, time_interleaved
-from .flops import TensorForward, count_flops
-from .models import build_config_model, synthetic_data_samples
-from .report import machine_description, markdown_table, write_json_report
+from .benchmark import peak_step_memory
 
 
 class Family(NamedTuple):

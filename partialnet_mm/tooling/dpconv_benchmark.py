@@ -1,9 +1,9 @@
 """DPConv end to end: a short demo training, the learned splits, the exported model's speed.
 
-1. writes a small ImageNet-layout demo set (:mod:`partialnet_mm.demo_data`);
+1. writes a small ImageNet-layout demo set (:mod:`partialnet_mm.tooling.demo_data`);
 2. trains ``configs/demo/partialnet_t0_imagenet_dpconv_demo.py`` on it (the gates are frozen
    for the config's warm-up epoch, then learn);
-3. exports the last checkpoint (:func:`~.export.export_checkpoint`);
+3. exports the last checkpoint (:func:`~partialnet_mm.dpconv.export_checkpoint`);
 4. times three classifiers on the same random batch, in eval mode, in interleaved rounds:
    the exported plain model, the fixed ``n_div = 4`` PartialNet-T0 and, for reference, the
    DPConv model before export.
@@ -20,10 +20,10 @@ from mmengine.runner import load_checkpoint
 
 from ..analysis.models import build_config_model
 from ..apis.train import train
-from ..demo_data import make_imagenet_demo
+from ..dpconv.export import export_checkpoint
 from ..runner import data_root_options, load_config
 from ..runner.config import project_file
-from .export import export_checkpoint
+from .demo_data import make_imagenet_demo
 
 DPCONV_DEMO = 'configs/demo/partialnet_t0_imagenet_dpconv_demo.py'
 FIXED_DEMO = 'configs/demo/partialnet_t0_imagenet_demo.py'

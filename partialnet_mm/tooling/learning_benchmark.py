@@ -14,16 +14,16 @@ import time
 from typing import Dict, List, NamedTuple, Optional, Sequence, Union
 
 from ..analysis.report import machine_description
-from ..demo_data import DEMO_ROOTS, MAKERS
+from ..apis.test import test
+from ..apis.train import train
 from ..runner import data_root_options, parse_cfg_options
 from ..runner.config import project_file
-from .test import test
-from .train import train
+from .demo_data import DEMO_ROOTS, MAKERS
 
 
 class Task(NamedTuple):
     config: str  # relative to the project root
-    data: str  # key of partialnet_mm.demo_data.MAKERS
+    data: str  # key of partialnet_mm.tooling.demo_data.MAKERS
     targets: Dict[str, float]  # metric -> minimum, in the unit the library logs it
     evaluator_ann: Optional[str] = None  # annotation file of a COCO evaluator, under the root
 

@@ -27,10 +27,10 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
+from ..analysis.flops import TensorForward, count_flops
+from ..analysis.models import build_config_model, default_input_shape
 from ..dpconv.export import plain_mixer_cfg
 from ..runner.config import config_scope, load_config
-from .flops import TensorForward, count_flops
-from .models import build_config_model, default_input_shape
 
 PAPER = OrderedDict(URL='https://arxiv.org/abs/2502.01303',
                     Title='Partial Channel Network: Compute Fewer, Perform Better')
@@ -72,7 +72,7 @@ MODEL_COLLECTIONS = {
 }
 DATASET_NAMES = {'CocoDataset': 'COCO', 'ADE20KDataset': 'ADE20K',
                  'ImageNet': 'ImageNet-1k'}
-# the layout each library's demo set is written in (partialnet_mm.demo_data)
+# the layout each library's demo set is written in (partialnet_mm.tooling.demo_data)
 DEMO_LAYOUTS = dict(mmdet='COCO', mmseg='ADE20K', mmpretrain='ImageNet')
 
 
@@ -112,7 +112,7 @@ def training_data(cfg) -> str:
     root = str(dataset.get('data_root', ''))
     if 'demo' in root:
         return f'synthetic {DEMO_LAYOUTS[config_scope(cfg)]}-layout demo set ' \
-               f'(partialnet_mm.demo_data)'
+               f'(partialnet_mm.tooling.demo_data)'
     return DATASET_NAMES.get(dataset.get('type'), dataset.get('type'))
 
 

@@ -4,7 +4,7 @@ import json
 from collections import OrderedDict
 from typing import Dict, List, Sequence
 
-from .report import markdown_table
+from ..analysis.report import markdown_table
 
 # x and y axes a plot can use: row key -> axis label
 AXES = dict(params_m='parameters (M)', gflops='GFLOPs', full_ms='full network, ms (batch 1)',

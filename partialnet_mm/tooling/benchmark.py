@@ -10,7 +10,7 @@ checkpointing (``ours+cp``, ``with_cp=True``).
 
 The ``naive`` form is our re-implementation of the authors' formulation, which is slower
 than their own code. With the authors' code (a clone of haiduo/PartialNet,
-:mod:`~partialnet_mm.analysis.authors_code`), an arch is also timed in the ``authors`` form:
+:mod:`~partialnet_mm.tooling.authors_code`), an arch is also timed in the ``authors`` form:
 their model with the same weights; speed-ups are then relative to it.
 
 The forms of one model are timed in interleaved rounds (every round times each once, in
@@ -21,8 +21,6 @@ Peak memory is what one training step allocates at its peak beyond what was held
 a GPU, the profiler's allocation events on the CPU (:func:`peak_step_memory`).
 """
 import copy
-import statistics
-import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -30,12 +28,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
+from ..analysis.models import (build_arch_model, build_config_model, default_input_shape,
+                               find_backbones, switch_model_to_deploy,
+                               synthetic_data_samples)
+from ..analysis.report import machine_description, markdown_table
+from ..analysis.timing import time_interleaved
 from ..models import set_naive_forward
 from ..runner.config import config_scope, load_config, scope_of
-from .models import (build_arch_model, build_config_model, default_input_shape,
-                     find_backbones, switch_model_to_deploy, synthetic_data_samples)
 from .authors_code import authors_model
-from .report import machine_description, markdown_table
 
 INFERENCE_FORMS = ('authors', 'naive', 'fused')
 TRAINING_FORMS = ('authors', 'naive', 'ours', 'ours+cp')
@@ -79,7 +79,7 @@ class Source:
         shape (tuple, optional): Input (H, W); default 224 x 224 for an arch, the config's
             test scale for a config.
         authors (module, optional): The authors' ``models/partialnet.py``
-            (:func:`~partialnet_mm.analysis.authors_code.load_authors_partialnet`), for the
+            (:func:`~partialnet_mm.tooling.authors_code.load_authors_partialnet`), for the
             ``authors`` form of an arch.
     """
 
@@ -173,40 +173,12 @@ def training_targets(sources: List[Source], forms: Sequence[str], device) -> Lis
     return targets
 
 
-# ---------------------------------------------------------------------------- timing
-def _synchronized(device) -> Callable[[], None]:
-    return (lambda: torch.cuda.synchronize(device)) if device.type == 'cuda' else \
-        (lambda: None)
-
-
+# ----------------------------------------------------------------------------- steps
 def _autocast(device, amp: bool):
     if not amp:
         return torch.autocast(device.type, enabled=False)
     return torch.autocast(device.type,
                           dtype=torch.float16 if device.type == 'cuda' else torch.bfloat16)
-
-
-def time_interleaved(steps: List[Callable[[], None]], device, warmup: int,
-                     runs: int) -> List[float]:
-    """Median seconds of each step, timed in interleaved rounds (rotating order)."""
-    sync = _synchronized(device)
-    times: List[List[float]] = [[] for _ in steps]
-
-    def run(i: int) -> float:
-        sync()
-        start = time.perf_counter()
-        steps[i]()
-        sync()
-        return time.perf_counter() - start
-
-    for i in range(len(steps)):
-        for _ in range(warmup):
-            run(i)
-    for r in range(runs):
-        order = list(range(len(steps)))
-        for i in order[r % len(order):] + order[:r % len(order)]:
-            times[i].append(run(i))
-    return [statistics.median(t) for t in times]
 
 
 def inference_step(target: Target, batch: int, device, amp: bool) -> Callable[[], None]:
