@@ -4,6 +4,7 @@ _base_ = ['./_base_/cascade_mask_rcnn_partialnet_fpn_ms_3x_coco.py']
 model = dict(
     backbone=dict(
         arch='m',
-        init_cfg=dict(type='Pretrained', prefix='backbone.',
+        drop_path_rate=0.2,  # stochastic depth: the preset's ImageNet rate
+        init_cfg=dict(type='PartialNetPretrained', prefix='backbone.',
                       checkpoint='checkpoints/partialnet_m_in1k.pth')),
     neck=dict(in_channels=[128, 256, 512, 1024]))

@@ -4,6 +4,7 @@ _base_ = ['./_base_/fpn_partialnet_ade20k.py']
 model = dict(
     backbone=dict(
         arch='t0',
-        init_cfg=dict(type='Pretrained', prefix='backbone.',
+        drop_path_rate=0.,  # stochastic depth: the preset's ImageNet rate
+        init_cfg=dict(type='PartialNetPretrained', prefix='backbone.',
                       checkpoint='checkpoints/partialnet_t0_in1k.pth')),
     neck=dict(in_channels=[32, 64, 128, 256]))

@@ -4,6 +4,7 @@ _base_ = ['./_base_/retinanet_partialnet_fpn_1x_coco.py']
 model = dict(
     backbone=dict(
         arch='m',
-        init_cfg=dict(type='Pretrained', prefix='backbone.',
+        drop_path_rate=0.2,  # stochastic depth: the preset's ImageNet rate
+        init_cfg=dict(type='PartialNetPretrained', prefix='backbone.',
                       checkpoint='checkpoints/partialnet_m_in1k.pth')),
     neck=dict(in_channels=[256, 512, 1024]))

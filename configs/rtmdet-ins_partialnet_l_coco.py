@@ -7,7 +7,8 @@ norm_cfg = dict(type='GN', num_groups=32)
 model = dict(
     backbone=dict(
         arch='l',
-        init_cfg=dict(type='Pretrained', prefix='backbone.',
+        drop_path_rate=0.3,  # stochastic depth: the preset's ImageNet rate
+        init_cfg=dict(type='PartialNetPretrained', prefix='backbone.',
                       checkpoint='checkpoints/partialnet_l_in1k.pth')),
     neck=dict(in_channels=[320, 640, 1280], out_channels=320, num_csp_blocks=4,
               norm_cfg=norm_cfg),

@@ -7,7 +7,8 @@ norm_cfg = dict(type='GN', num_groups=32)
 model = dict(
     backbone=dict(
         arch='s',
-        init_cfg=dict(type='Pretrained', prefix='backbone.',
+        drop_path_rate=0.1,  # stochastic depth: the preset's ImageNet rate
+        init_cfg=dict(type='PartialNetPretrained', prefix='backbone.',
                       checkpoint='checkpoints/partialnet_s_in1k.pth')),
     neck=dict(in_channels=[192, 384, 768], out_channels=192, num_csp_blocks=2,
               norm_cfg=norm_cfg),

@@ -7,7 +7,8 @@ norm_cfg = dict(type='GN', num_groups=32)
 model = dict(
     backbone=dict(
         arch='t2',
-        init_cfg=dict(type='Pretrained', prefix='backbone.',
+        drop_path_rate=0.05,  # stochastic depth: the preset's ImageNet rate
+        init_cfg=dict(type='PartialNetPretrained', prefix='backbone.',
                       checkpoint='checkpoints/partialnet_t2_in1k.pth')),
     neck=dict(in_channels=[128, 256, 512], out_channels=128, num_csp_blocks=1,
               norm_cfg=norm_cfg),

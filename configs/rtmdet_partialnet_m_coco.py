@@ -7,7 +7,8 @@ norm_cfg = dict(type='GN', num_groups=32)
 model = dict(
     backbone=dict(
         arch='m',
-        init_cfg=dict(type='Pretrained', prefix='backbone.',
+        drop_path_rate=0.2,  # stochastic depth: the preset's ImageNet rate
+        init_cfg=dict(type='PartialNetPretrained', prefix='backbone.',
                       checkpoint='checkpoints/partialnet_m_in1k.pth')),
     neck=dict(in_channels=[256, 512, 1024], out_channels=256, num_csp_blocks=3,
               norm_cfg=norm_cfg),

@@ -8,7 +8,8 @@ norm_cfg = dict(type='GN', num_groups=16)
 model = dict(
     backbone=dict(
         arch='t1',
-        init_cfg=dict(type='Pretrained', prefix='backbone.',
+        drop_path_rate=0.02,  # stochastic depth: the preset's ImageNet rate
+        init_cfg=dict(type='PartialNetPretrained', prefix='backbone.',
                       checkpoint='checkpoints/partialnet_t1_in1k.pth')),
     neck=dict(in_channels=[96, 192, 384], out_channels=96, num_csp_blocks=1,
               norm_cfg=norm_cfg),

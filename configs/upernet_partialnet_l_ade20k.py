@@ -5,7 +5,8 @@ _base_ = ['./_base_/upernet_partialnet_ade20k.py']
 model = dict(
     backbone=dict(
         arch='l',
-        init_cfg=dict(type='Pretrained', prefix='backbone.',
+        drop_path_rate=0.3,  # stochastic depth: the preset's ImageNet rate
+        init_cfg=dict(type='PartialNetPretrained', prefix='backbone.',
                       checkpoint='checkpoints/partialnet_l_in1k.pth')),
     decode_head=dict(in_channels=[160, 320, 640, 1280]),
     auxiliary_head=dict(in_channels=640))

@@ -5,7 +5,8 @@ _base_ = ['./_base_/upernet_partialnet_ade20k.py']
 model = dict(
     backbone=dict(
         arch='t1',
-        init_cfg=dict(type='Pretrained', prefix='backbone.',
+        drop_path_rate=0.02,  # stochastic depth: the preset's ImageNet rate
+        init_cfg=dict(type='PartialNetPretrained', prefix='backbone.',
                       checkpoint='checkpoints/partialnet_t1_in1k.pth')),
     decode_head=dict(in_channels=[48, 96, 192, 384]),
     auxiliary_head=dict(in_channels=192))

@@ -1,5 +1,6 @@
 """PartialNet backbone: registries, options an mmdet/mmseg user expects, blocks, any input size."""
 import copy
+import math
 
 import pytest
 import torch
@@ -179,6 +180,143 @@ def test_default_init_follows_the_authors():
     assert torch.equal(attn.proj.bias, torch.zeros_like(attn.proj.bias))
     assert torch.equal(attn.rpe.bias_table, torch.zeros_like(attn.rpe.bias_table))
     assert torch.equal(attn.norm.weight, torch.ones_like(attn.norm.weight))
+
+
+def timm_trunc_normal_(tensor, std, a=-2., b=2.):
+    """The truncated normal of the authors' ``timm.models.layers.trunc_normal_``: uniform
+    draws mapped through the inverse normal CDF (torch's own ``nn.init.trunc_normal_`` now
+    draws normals and redraws those out of range: the same law, other numbers)."""
+    def cdf(x):
+        return (1. + math.erf(x / math.sqrt(2.))) / 2.
+
+    with torch.no_grad():
+        tensor.uniform_(2 * cdf(a / std) - 1, 2 * cdf(b / std) - 1)
+        tensor.erfinv_().mul_(std * math.sqrt(2.)).clamp_(min=a, max=b)
+
+
+def authors_init(model, trunc_normal_):
+    """The authors' ``cls_init_weights`` over ``model.modules()``: conv and linear weights
+    truncated normal (std 0.02), zero biases, LayerNorm 1 and 0."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            trunc_normal_(m.weight, std=.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm) and m.elementwise_affine:
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def test_default_init_is_declared_in_init_cfg():
+    model = PartialNet(arch=TINY)
+    assert model.init_cfg == [
+        dict(type='TruncNormal', layer=['Conv2d', 'Linear'], std=.02, bias=0.),
+        dict(type='Constant', layer=['LayerNorm'], val=1., bias=0.)]
+    model.init_cfg[0]['std'] = 1.  # a copy: the class's default stays
+    assert PartialNet(arch=TINY).init_cfg[0]['std'] == .02
+
+
+INIT_CASES = [dict(arch=TINY), dict(arch='t1'),
+              dict(arch='t0', mixer_cfgs=[dict(type='DPConv', mixer='PATChannel')] * 3 + [None])]
+
+
+@pytest.mark.parametrize('kwargs', INIT_CASES, ids=['tiny', 't1', 'dpconv'])
+def test_declared_default_init_draws_exactly_the_authors_init(kwargs):
+    """Every conv (DPConv's too) and linear layer reached, in module order, with the
+    authors' draws: the same tensors and the same number of draws (the neck and heads
+    initialised after the backbone get the same values for a seed)."""
+    torch.manual_seed(0)
+    model = PartialNet(**kwargs)
+    reference = copy.deepcopy(model)
+    torch.manual_seed(1)
+    model.init_weights()
+    after_ours = torch.rand(3)
+    torch.manual_seed(1)
+    authors_init(reference, timm_trunc_normal_)
+    assert torch.equal(torch.rand(3), after_ours)
+    theirs = reference.state_dict()
+    for key, ours in model.state_dict().items():
+        assert torch.equal(ours, theirs[key]), key
+
+
+@pytest.mark.parametrize('kwargs', INIT_CASES, ids=['tiny', 't1', 'dpconv'])
+def test_declared_default_init_has_the_distributions_of_the_init_it_replaces(kwargs):
+    """Per layer type, for a fixed seed, the statistics of the init in code it replaces
+    (``nn.init.trunc_normal_``, which draws other numbers from the same law)."""
+    def statistics(model):
+        weights = {kind: torch.cat([m.weight.detach().flatten() for m in model.modules()
+                                    if isinstance(m, kind)])
+                   for kind in (nn.Conv2d, nn.Linear)}
+        biases = torch.cat([m.bias.detach() for m in model.modules()
+                            if isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None])
+        norms = [m for m in model.modules() if isinstance(m, nn.LayerNorm)]
+        return weights, biases, norms
+
+    torch.manual_seed(0)
+    model = PartialNet(**kwargs)
+    old = copy.deepcopy(model)
+    model.init_weights()
+    authors_init(old, nn.init.trunc_normal_)
+    (ours, our_biases, our_norms), (theirs, _, _) = statistics(model), statistics(old)
+    for kind in ours:
+        assert ours[kind].std().item() == pytest.approx(theirs[kind].std().item(), rel=0.05)
+        assert ours[kind].std().item() == pytest.approx(0.02, rel=0.05)
+        assert abs(ours[kind].mean().item() - theirs[kind].mean().item()) < 2e-3
+        assert ours[kind].abs().max() <= 2.
+    assert torch.count_nonzero(our_biases) == 0
+    assert our_norms and all(torch.all(m.weight == 1) and torch.all(m.bias == 0)
+                             for m in our_norms)
+
+
+def test_a_users_init_cfg_is_applied_as_written():
+    model = PartialNet(arch=TINY, init_cfg=dict(type='Constant', layer='Conv2d', val=0.5))
+    qkv = model.stages[3].blocks[0].spatial_mixing.attn.qkv.weight.detach().clone()
+    model.init_weights()
+    assert model.init_cfg == dict(type='Constant', layer='Conv2d', val=0.5)
+    assert all(torch.all(m.weight == 0.5) for m in model.modules() if isinstance(m, nn.Conv2d))
+    # nothing else ran: the linear layers keep what they were built with
+    assert torch.equal(model.stages[3].blocks[0].spatial_mixing.attn.qkv.weight, qkv)
+    bare = PartialNet(arch=TINY, init_cfg=[])  # no initialisation at all
+    state = copy.deepcopy(bare.state_dict())
+    bare.init_weights()
+    assert all(torch.equal(v, state[k]) for k, v in bare.state_dict().items())
+
+
+@pytest.mark.parametrize('kwargs, where', [
+    (dict(arch=dict(TINY, act_cfg=dict(type='RELU'))), "PartialNet arch's act_cfg"),
+    (dict(arch='t0', act_cfg=dict(type='Swish2')), 'PartialNet act_cfg'),
+    (dict(arch='t0', act_cfg='GELU'), 'PartialNet act_cfg'),
+    (dict(arch='t0', act_cfg=dict(type='Conv2d')), 'PartialNet act_cfg'),
+])
+def test_unknown_activations_are_refused_with_the_choices(kwargs, where):
+    with pytest.raises(ValueError) as err:
+        PartialNet(**kwargs)
+    message = str(err.value)
+    assert message.startswith(where)
+    assert "dict(type='GELU') and dict(type='ReLU', inplace=True)" in message
+    assert "act_layer 'GELU' and 'RELU'" in message
+
+
+def test_the_presets_use_the_authors_activations_and_others_build():
+    assert {name: PartialNet.parse_arch(name)['act_cfg'] for name in ALL_ARCHS} == dict(
+        t0=dict(type='GELU'), t1=dict(type='GELU'), t2=dict(type='ReLU', inplace=True),
+        s=dict(type='ReLU', inplace=True), m=dict(type='ReLU', inplace=True),
+        l=dict(type='ReLU', inplace=True))
+    model = PartialNet(arch=dict(TINY, act_cfg=dict(type='SiLU')))
+    assert isinstance(model.stages[0].blocks[0].mlp.act, nn.SiLU)
+    assert isinstance(PartialNet(arch='t0', act_cfg=dict(type='ReLU')).stages[0].blocks[0]
+                      .mlp.act, nn.ReLU)
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(arch=dict(depths=(1, 1, 1, 1))),
+     r"missing \['embed_dims'\].*Or name a preset: \['l', 'm', 's', 't0', 't1', 't2'\]"),
+    (dict(arch=dict(embed_dims=16, depths=(1, 1, 1, 1), act='GELU')),
+     r"unknown keys \['act'\].*'act_cfg'.*Or name a preset: \['l', 'm', 's', 't0', 't1', 't2'\]"),
+])
+def test_arch_dict_errors_name_the_presets(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        PartialNet(**kwargs)
 
 
 @pytest.mark.parametrize('kwargs, match', [

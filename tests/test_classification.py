@@ -65,6 +65,14 @@ def test_real_config_has_the_authors_recipe_and_runs(arch):
     assert preds[0].pred_score.shape == (1000, )
 
 
+def test_head_refuses_an_activation_that_does_not_build():
+    from partialnet_mm import PartialNetClsHead
+    with pytest.raises(ValueError, match=r"^PartialNetClsHead act_cfg \{'type': 'RELU'\} does "
+                       r"not build an activation.*dict\(type='ReLU', inplace=True\)"):
+        PartialNetClsHead(num_classes=10, in_channels=256, act_cfg=dict(type='RELU'))
+    assert isinstance(PartialNetClsHead(num_classes=10, arch='t2').act, torch.nn.ReLU)
+
+
 @pytest.mark.slow
 def test_final_crop_switch_happens_at_its_epoch(tmp_path):
     """The demo's 64 -> 72 px switch (the recipe's 192 -> 224), moved to the 2nd epoch."""

@@ -1,13 +1,13 @@
 """Every config is a plain mmengine config whose spelled-out values agree with the arch table.
 
-The configs write each variant's values out (arch, checkpoint, the neck's and heads'
-``in_channels``, the recipe's hooks), as OpenMMLab's own configs do; what keeps them
-consistent is this file, not code run by the configs: widths against
-:data:`~partialnet_mm.models.archs.ARCH_SETTINGS`, checkpoint names against the arch, the
-final-crop switch against the training pipeline. It is generic over families: the modules
-reading the backbone are found by their keys in the resolved config (a neck, else the heads),
-so new families are covered as they are added. ``configs/deploy/`` (mmdeploy's deploy configs,
-not model configs) is skipped.
+The configs write each variant's values out (arch, checkpoint, the dense-prediction
+backbones' stochastic depth, the neck's and heads' ``in_channels``, the recipe's hooks), as
+OpenMMLab's own configs do; what keeps them consistent is this file, not code run by the
+configs: widths and drop-path rates against :data:`~partialnet_mm.models.archs.ARCH_SETTINGS`,
+checkpoint names against the arch, the final-crop switch against the training pipeline. It
+is generic over families: the modules reading the backbone are found by their keys in the
+resolved config (a neck, else the heads), so new families are covered as they are added.
+``configs/deploy/`` (mmdeploy's deploy configs, not model configs) is skipped.
 """
 import ast
 import copy
@@ -117,8 +117,14 @@ def consistency_problems(cfg, rel):
                 f'with out_indices {tuple(out_indices)} returns {returned} (stage widths '
                 f'{widths}): set {path[len("model."):]}=dict(in_channels={expected}) in '
                 f'{where}')
+    if model.get('type') != 'ImageClassifier':
+        problems += drop_path_problems(backbone, arch, name, where)
     init_cfg = backbone.get('init_cfg') or {}
-    if init_cfg.get('type') == 'Pretrained' and isinstance(arch, str):
+    if init_cfg.get('type') == 'Pretrained':
+        problems.append(f"model.backbone.init_cfg type 'Pretrained' is mmengine's spelling, "
+                        f"which PartialNet reads as its checked loader: write type="
+                        f"'PartialNetPretrained' in {where}")
+    if init_cfg.get('type') == 'PartialNetPretrained' and isinstance(arch, str):
         checkpoint = str(init_cfg.get('checkpoint'))
         if f'partialnet_{arch}_' not in osp.basename(checkpoint):
             problems.append(
@@ -134,6 +140,21 @@ def consistency_problems(cfg, rel):
     if model.get('type') == 'ImageClassifier':
         problems += final_crop_problems(cfg, where)
     return problems
+
+
+def drop_path_problems(backbone, arch, name, where):
+    """A detection or segmentation backbone writes its stochastic depth, and it is the
+    arch's ImageNet rate (what the backbone takes when none is written)."""
+    rate = parse_arch(arch)['drop_path_rate']
+    if 'drop_path_rate' not in backbone:
+        return [f'model.backbone.drop_path_rate is not written (the backbone would take '
+                f'PartialNet-{name}\'s ImageNet rate {rate} unseen): set backbone=dict('
+                f'drop_path_rate={rate}) in {where}']
+    if backbone['drop_path_rate'] != rate:
+        return [f'model.backbone.drop_path_rate is {backbone["drop_path_rate"]} but '
+                f'PartialNet-{name}\'s ImageNet rate is {rate}: set backbone=dict('
+                f'drop_path_rate={rate}) in {where}']
+    return []
 
 
 def final_crop_problems(cfg, where):
@@ -175,6 +196,18 @@ def test_the_consistency_check_fails_on_a_wrong_in_channels():
     assert 'returns [64, 128, 256, 512]' in problem
     assert 'set neck=dict(in_channels=[64, 128, 256, 512]) in configs/' \
         'mask_rcnn_partialnet_t2_coco.py' in problem
+    cfg = load('upernet_partialnet_l_ade20k.py')
+    cfg.model.backbone.pop('drop_path_rate')  # a variant that left it to the arch
+    (problem, ) = consistency_problems(cfg, 'upernet_partialnet_l_ade20k.py')
+    assert "drop_path_rate is not written (the backbone would take PartialNet-l's ImageNet " \
+        'rate 0.3 unseen): set backbone=dict(drop_path_rate=0.3) in configs/upernet_' in problem
+    cfg.model.backbone.drop_path_rate = 0.1  # S's rate copied into the L config
+    (problem, ) = consistency_problems(cfg, 'upernet_partialnet_l_ade20k.py')
+    assert "drop_path_rate is 0.1 but PartialNet-l's ImageNet rate is 0.3" in problem
+    cfg.model.backbone.drop_path_rate = 0.3
+    cfg.model.backbone.init_cfg.type = 'Pretrained'  # mmengine's spelling
+    (problem, ) = consistency_problems(cfg, 'upernet_partialnet_l_ade20k.py')
+    assert "write type='PartialNetPretrained'" in problem
     cfg = load('partialnet_t1_imagenet.py')
     cfg.custom_hooks = cfg.custom_hooks[1:]  # a variant that forgot its switch
     assert 'no single final-crop SwitchRecipeHook' in consistency_problems(

@@ -8,6 +8,7 @@ from conftest import ROOT
 from mmengine.config import Config
 
 from partialnet_mm import partialnet_channels
+from partialnet_mm.models import ARCH_SETTINGS
 
 ARCHS = ('t0', 't1', 't2', 's', 'm', 'l')
 DETECTION_FAMILIES = {
@@ -29,8 +30,9 @@ def assert_project_settings(cfg, arch):
     assert [dict(h) for h in cfg.custom_hooks] == PROJECT_HOOKS
     backbone = cfg.model.backbone
     assert backbone.type == 'PartialNet' and backbone.arch == arch
-    assert backbone.init_cfg == dict(type='Pretrained', prefix='backbone.',
+    assert backbone.init_cfg == dict(type='PartialNetPretrained', prefix='backbone.',
                                      checkpoint=f'checkpoints/partialnet_{arch}_in1k.pth')
+    assert backbone.drop_path_rate == ARCH_SETTINGS[arch]['drop_path_rate']
 
 
 def build_model(cfg, scope):

@@ -243,7 +243,8 @@ def test_export_gives_a_plain_partialnet_with_the_same_outputs():
 def test_dpconv_starts_from_plain_pretrained_weights(tmp_path):
     plain = randomize(PartialNet(arch=TINY, attn_drop_rate=0., proj_drop_rate=0.)).eval()
     torch.save(dict(state_dict=plain.state_dict()), tmp_path / 'plain.pth')
-    model = tiny_dpconv(init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'plain.pth')))
+    model = tiny_dpconv(init_cfg=dict(type='PartialNetPretrained',
+                                      checkpoint=str(tmp_path / 'plain.pth')))
     model.init_weights()
     model.eval()
     x = torch.randn(2, 3, 64, 64)
@@ -252,7 +253,7 @@ def test_dpconv_starts_from_plain_pretrained_weights(tmp_path):
             assert_close(out, ref, 'DPConv from plain weights')
     # the other way round is refused with the fix named
     torch.save(dict(state_dict=model.state_dict()), tmp_path / 'dpconv.pth')
-    fresh = PartialNet(arch=TINY, init_cfg=dict(type='Pretrained',
+    fresh = PartialNet(arch=TINY, init_cfg=dict(type='PartialNetPretrained',
                                                 checkpoint=str(tmp_path / 'dpconv.pth')))
     with pytest.raises(CheckpointError, match='export it with tools/export_dpconv.py'):
         fresh.init_weights()

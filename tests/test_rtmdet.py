@@ -11,6 +11,7 @@ from conftest import ROOT
 from mmengine.config import Config
 
 from partialnet_mm import partialnet_channels
+from partialnet_mm.models import ARCH_SETTINGS
 
 ARCHS = ('t0', 't1', 't2', 's', 'm', 'l')
 FAMILIES = {'rtmdet': 'RTMDetSepBNHead', 'rtmdet-ins': 'RTMDetInsSepBNHead'}
@@ -64,8 +65,9 @@ def test_config_states_the_recipe(family, arch):
 
     backbone, neck, head = cfg.model.backbone, cfg.model.neck, cfg.model.bbox_head
     assert backbone.type == 'PartialNet' and backbone.arch == arch
-    assert backbone.init_cfg == dict(type='Pretrained', prefix='backbone.',
+    assert backbone.init_cfg == dict(type='PartialNetPretrained', prefix='backbone.',
                                      checkpoint=f'checkpoints/partialnet_{arch}_in1k.pth')
+    assert backbone.drop_path_rate == ARCH_SETTINGS[arch]['drop_path_rate']
     assert tuple(backbone.out_indices) == (1, 2, 3)
     widths = partialnet_channels(arch, (1, 2, 3))
     assert neck.in_channels == widths and neck.out_channels == widths[0]

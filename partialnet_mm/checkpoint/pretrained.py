@@ -1,11 +1,12 @@
 """Pretrained weights into a PartialNet backbone: found, converted, checked, then loaded.
 
-``PartialNet(init_cfg=dict(type='Pretrained', checkpoint=..., prefix=...))`` hands its
-checkpoint to :class:`PartialNetPretrained` (mmengine's ``Pretrained`` with our checks): a
-missing file stops with the fix instead of training from scratch unnoticed, an authors'
-checkpoint is converted on the fly, a checkpoint of another variant is named as such, and
-the spatial mixers say what their keys mean (:class:`~partialnet_mm.models.SpatialMixer`).
-:func:`convert_state_dict` converts an authors' state dict checked against the backbone.
+``PartialNet(init_cfg=dict(type='PartialNetPretrained', checkpoint=..., prefix=...))`` names
+:class:`PartialNetPretrained`, the checked counterpart of mmengine's ``Pretrained`` (which the
+backbone reads as this loader): a missing file stops with the fix instead of training from
+scratch unnoticed, an authors' checkpoint is converted on the fly, a checkpoint of another
+variant is named as such, and the spatial mixers say what their keys mean
+(:class:`~partialnet_mm.models.SpatialMixer`). :func:`convert_state_dict` converts an
+authors' state dict checked against the backbone.
 """
 import os.path as osp
 import warnings
@@ -15,6 +16,7 @@ from typing import Dict, Optional, Tuple
 import torch
 import torch.nn as nn
 from mmengine.logging import print_log
+from mmengine.model import update_init_info
 from mmengine.registry import WEIGHT_INITIALIZERS
 from mmengine.runner.checkpoint import CheckpointLoader
 
@@ -30,22 +32,33 @@ PRETRAINED_HELP = (
     "model.backbone.init_cfg=None`.")
 
 
-@WEIGHT_INITIALIZERS.register_module(name='PartialNetPretrained')
+@WEIGHT_INITIALIZERS.register_module(name=PartialNet.pretrained_init)
 class PartialNetPretrained:
-    """mmengine's ``Pretrained`` initialiser for a PartialNet: :func:`load_pretrained`.
+    """The initialiser ``init_cfg=dict(type='PartialNetPretrained', checkpoint=...,
+    prefix=None, map_location='cpu')`` of a PartialNet backbone: :func:`load_pretrained`.
 
-    The backbone builds it from its ``init_cfg=dict(type='Pretrained', ...)``; the
-    arguments are that dict's.
+    It only loads: keys the checkpoint lacks keep what they held before (what the backbone
+    was built with, or what initialisers listed before it in ``init_cfg`` wrote).
     """
 
     def __init__(self, checkpoint: Optional[str] = None, prefix: Optional[str] = None,
                  map_location='cpu'):
         if checkpoint is None:
-            raise ValueError("init_cfg type 'Pretrained' needs a 'checkpoint'")
+            raise ValueError(f"init_cfg type '{PartialNet.pretrained_init}' needs a "
+                             f"'checkpoint' (a converted .pth: tools/convert_checkpoint.py)")
         self.checkpoint, self.prefix, self.map_location = checkpoint, prefix, map_location
 
-    def __call__(self, backbone: PartialNet) -> None:
+    def __call__(self, backbone: nn.Module) -> None:
+        if not isinstance(backbone, PartialNet):
+            raise TypeError(
+                f"init_cfg type '{PartialNet.pretrained_init}' loads a PartialNet backbone, "
+                f'not a {type(backbone).__name__}: put it in model.backbone.init_cfg (with '
+                f"prefix='backbone.' for a whole classifier's checkpoint), or use mmengine's "
+                f"'Pretrained' for other modules.")
         load_pretrained(backbone, self.checkpoint, self.prefix, self.map_location)
+        if hasattr(backbone, '_params_init_info'):
+            update_init_info(backbone, init_info=f'{PartialNet.pretrained_init}: loaded from '
+                             f'{self.checkpoint}')
 
 
 def load_pretrained(backbone: PartialNet, filename: str, prefix: Optional[str] = None,
@@ -63,7 +76,8 @@ def load_pretrained(backbone: PartialNet, filename: str, prefix: Optional[str] =
     if '://' not in filename and not osp.isfile(filename):
         raise CheckpointError(
             f'{name}: pretrained checkpoint {filename!r} not found (init_cfg=dict(type='
-            f'\'Pretrained\', ...)); the run stops rather than train from scratch unnoticed. '
+            f'{PartialNet.pretrained_init!r}, ...)); the run stops rather than train from '
+            f'scratch unnoticed. '
             + PRETRAINED_HELP.format(path=filename))
     ckpt = CheckpointLoader.load_checkpoint(filename, map_location=map_location)
     state_dict = unwrap_state_dict(ckpt)
@@ -79,7 +93,8 @@ def load_pretrained(backbone: PartialNet, filename: str, prefix: Optional[str] =
         state_dict, _ = convert_authors_state_dict(state_dict, ARCH_SETTINGS,
                                                    backbone_only=True)
     if OURS_MARKER not in state_dict:
-        hint = (" Set init_cfg=dict(type='Pretrained', checkpoint=..., prefix='backbone.')."
+        hint = (f" Set init_cfg=dict(type='{PartialNet.pretrained_init}', checkpoint=..., "
+                "prefix='backbone.')."
                 if f'backbone.{OURS_MARKER}' in state_dict else '')
         raise CheckpointError(f'{filename} holds no PartialNet backbone weights at the '
                               f'top level (first keys: {list(state_dict)[:5]}).{hint}')

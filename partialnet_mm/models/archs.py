@@ -7,12 +7,18 @@ The presets are the authors' ImageNet-1K configurations (see ``docs/architecture
 import copy
 from typing import List, Sequence, Union
 
+from mmcv.cnn import build_activation_layer
+
+# The authors' two activations (their ``act_layer`` 'GELU' and 'RELU'), as mmcv configs.
+GELU = dict(type='GELU')
+RELU = dict(type='ReLU', inplace=True)
+
 # Hyper-parameters shared by every preset; an arch dict may override any of them.
 ARCH_DEFAULTS = dict(
     n_div=4,  # the convolved part of each partial conv is C_i / n_div channels
     mlp_ratio=2.,
     num_heads=4,  # heads of the last stage's self-attention (PAT_sf)
-    act_cfg=dict(type='ReLU', inplace=True),
+    act_cfg=RELU,  # the authors' default act_layer
     drop_path_rate=0.,
     use_spatial_attn=False,  # PAT_sp at the end of every MLP
     # convolved channels per stage: None (channels // n_div), an int (every block of the
@@ -21,21 +27,47 @@ ARCH_DEFAULTS = dict(
 )
 ARCH_REQUIRED_KEYS = ('embed_dims', 'depths')
 
-
-def _preset(embed_dims, depths, act, drop_path_rate, use_spatial_attn):
-    act_cfg = dict(type='GELU') if act == 'GELU' else dict(type='ReLU', inplace=True)
-    return dict(embed_dims=embed_dims, depths=depths, act_cfg=act_cfg,
-                drop_path_rate=drop_path_rate, use_spatial_attn=use_spatial_attn)
-
-
+# The authors' ImageNet-1K presets (their cfg/PartialNet_<arch>.yaml). ``embed_dims`` is C:
+# the stage widths C, 2C, 4C, 8C are derived from it (parse_arch); ``drop_path_rate`` is the
+# stochastic depth of the last block, the earlier blocks' rising linearly from 0.
 ARCH_SETTINGS = {
-    't0': _preset(32, (1, 2, 8, 2), 'GELU', 0.0, False),
-    't1': _preset(48, (1, 2, 8, 2), 'GELU', 0.02, True),
-    't2': _preset(64, (2, 2, 6, 4), 'ReLU', 0.05, False),
-    's': _preset(96, (2, 2, 9, 4), 'ReLU', 0.1, False),
-    'm': _preset(128, (2, 3, 16, 4), 'ReLU', 0.2, False),
-    'l': _preset(160, (2, 3, 20, 4), 'ReLU', 0.3, False),
+    't0': dict(embed_dims=32, depths=(1, 2, 8, 2), act_cfg=GELU, drop_path_rate=0.,
+               use_spatial_attn=False),
+    't1': dict(embed_dims=48, depths=(1, 2, 8, 2), act_cfg=GELU, drop_path_rate=0.02,
+               use_spatial_attn=True),
+    't2': dict(embed_dims=64, depths=(2, 2, 6, 4), act_cfg=RELU, drop_path_rate=0.05,
+               use_spatial_attn=False),
+    's': dict(embed_dims=96, depths=(2, 2, 9, 4), act_cfg=RELU, drop_path_rate=0.1,
+              use_spatial_attn=False),
+    'm': dict(embed_dims=128, depths=(2, 3, 16, 4), act_cfg=RELU, drop_path_rate=0.2,
+              use_spatial_attn=False),
+    'l': dict(embed_dims=160, depths=(2, 3, 20, 4), act_cfg=RELU, drop_path_rate=0.3,
+              use_spatial_attn=False),
 }
+
+
+def check_act_cfg(act_cfg, where: str = 'PartialNet act_cfg') -> dict:
+    """``act_cfg`` if it builds an activation layer, else a ValueError naming the choices.
+
+    The authors' code knows two activations, :data:`GELU` and :data:`RELU`; any other
+    activation in mmengine's ``MODELS`` registry (mmcv's SiLU, HSwish, ...) builds as well,
+    though no published checkpoint was trained with it.
+    """
+    choices = (f"the authors' activations are dict(type='GELU') and dict(type='ReLU', "
+               f"inplace=True) (their act_layer 'GELU' and 'RELU'); other activations "
+               f"registered in mmengine's MODELS (e.g. mmcv's 'SiLU', 'HSwish') also build")
+    if not isinstance(act_cfg, dict) or 'type' not in act_cfg:
+        raise ValueError(f'{where} must be a dict with a \'type\', got '
+                         f'{act_cfg!r}: {choices}.')
+    try:
+        build_activation_layer(copy.deepcopy(act_cfg))
+    except KeyError:
+        raise ValueError(f'{where} {act_cfg!r} does not build an activation (no registered '
+                         f'type {act_cfg["type"]!r}): {choices}.') from None
+    except (TypeError, ValueError) as err:
+        raise ValueError(f'{where} {act_cfg!r} does not build an activation '
+                         f'({type(err).__name__}: {err}): {choices}.') from None
+    return act_cfg
 
 
 def partial_channels(channels: int, n_div: int) -> int:
@@ -66,11 +98,12 @@ def parse_arch(arch: Union[str, dict]) -> dict:
             raise ValueError(
                 f'PartialNet arch dict is missing {missing}; it needs '
                 f'{list(ARCH_REQUIRED_KEYS)} (optional, with defaults: {ARCH_DEFAULTS}). '
-                f'Got keys {sorted(arch)}.')
+                f'Got keys {sorted(arch)}. Or name a preset: {sorted(ARCH_SETTINGS)}.')
         unknown = sorted(set(arch) - set(ARCH_REQUIRED_KEYS) - set(ARCH_DEFAULTS))
         if unknown:
             raise ValueError(f'PartialNet arch dict has unknown keys {unknown}; allowed: '
-                             f'{list(ARCH_REQUIRED_KEYS) + sorted(ARCH_DEFAULTS)}.')
+                             f'{list(ARCH_REQUIRED_KEYS) + sorted(ARCH_DEFAULTS)}. Or name '
+                             f'a preset: {sorted(ARCH_SETTINGS)}.')
         settings = dict(ARCH_DEFAULTS, **copy.deepcopy(arch))
     else:
         raise TypeError(f'arch must be a str or a dict, got {type(arch).__name__}')
@@ -85,6 +118,7 @@ def parse_arch(arch: Union[str, dict]) -> dict:
         raise ValueError(f'PartialNet embed_dims {dims} and depths {depths} must have '
                          f'one entry per stage')
     settings.update(embed_dims=dims, depths=depths)
+    check_act_cfg(settings['act_cfg'], "PartialNet arch's act_cfg")
     settings['conv_channels'] = _resolve_conv_channels(settings)
     return settings
 

@@ -14,7 +14,10 @@ model = dict(
         out_indices=(0, 1, 2, 3),
         with_out_norm=True,
         norm_cfg=dict(type='SyncBN', requires_grad=True),
+        # stochastic depth of the last block: the preset's ImageNet rate (T0's);
+        # a variant writes its own
+        drop_path_rate=0.,
         # the converted checkpoint holds a whole classifier: prefix picks the backbone
-        init_cfg=dict(type='Pretrained', prefix='backbone.',
+        init_cfg=dict(type='PartialNetPretrained', prefix='backbone.',
                       checkpoint='checkpoints/partialnet_t0_in1k.pth')),
     neck=dict(in_channels=[32, 64, 128, 256]))

@@ -18,7 +18,10 @@ model = dict(
         norm_eval=False,
         with_out_norm=True,
         norm_cfg=dict(type='BN', requires_grad=True),
+        # stochastic depth of the last block: the preset's ImageNet rate (T0's);
+        # a variant writes its own
+        drop_path_rate=0.,
         # the converted checkpoint holds a whole classifier: prefix picks the backbone
-        init_cfg=dict(type='Pretrained', prefix='backbone.',
+        init_cfg=dict(type='PartialNetPretrained', prefix='backbone.',
                       checkpoint='checkpoints/partialnet_t0_in1k.pth')),
     neck=dict(in_channels=[64, 128, 256], start_level=0))

@@ -22,7 +22,10 @@ model = dict(
         norm_eval=False,
         with_out_norm=True,
         norm_cfg=dict(type='BN', requires_grad=True),
-        init_cfg=dict(type='Pretrained', prefix='backbone.',
+        # stochastic depth of the last block: the preset's ImageNet rate (T0's);
+        # a variant writes its own
+        drop_path_rate=0.,
+        init_cfg=dict(type='PartialNetPretrained', prefix='backbone.',
                       checkpoint='checkpoints/partialnet_t0_in1k.pth')),
     # in_channels: the arch's stage 1-3 widths (partialnet_mm.partialnet_channels);
     # out_channels: the stride-8 width, as every RTMDet size has it (tiny 96 ... x 320);

@@ -7,16 +7,18 @@ ending in PAT_sp). ``docs/architecture.md`` describes the network; :mod:`..archs
 presets.
 """
 import copy
+import logging
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 from mmcv.cnn import build_norm_layer
+from mmengine.logging import print_log
 from mmengine.model import BaseModule
-from mmengine.registry import MODELS, WEIGHT_INITIALIZERS
+from mmengine.registry import MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..archs import ARCH_SETTINGS, check_out_indices, parse_arch
+from ..archs import ARCH_SETTINGS, check_act_cfg, check_out_indices, parse_arch
 from ..layers import ConvNorm, PartialNetBlock, PartialNetStage, build_mixer
 from ..utils.deploy import switch_to_deploy
 from ..utils.ops import dense_channels_last_grad
@@ -76,14 +78,28 @@ class PartialNet(BaseModule):
         deploy (bool): Build the folded inference form directly (what
             :meth:`switch_to_deploy` makes of a trained model), e.g. to load a checkpoint
             written by ``tools/reparameterize.py``. Inference only. Defaults to False.
-        init_cfg (dict | list[dict], optional): Initialisation config. ``dict(type=
-            'Pretrained', checkpoint=..., prefix=...)`` loads a converted checkpoint (an
-            authors' checkpoint is converted on the fly); a missing local file stops with
-            the fix. Defaults to None: the authors' init (truncated normal std 0.02 for
-            conv/linear weights, zero biases, LayerNorm 1/0).
+        init_cfg (dict | list[dict], optional): Initialisation config, applied as written
+            (mmengine's initialisers). None: :attr:`default_init_cfg`, the authors' init.
+            ``dict(type='PartialNetPretrained', checkpoint=..., prefix=...)`` loads a
+            converted checkpoint, checked (an authors' checkpoint is converted on the fly; a
+            missing local file stops with the fix;
+            :class:`partialnet_mm.checkpoint.PartialNetPretrained`). mmengine's spelling
+            ``type='Pretrained'`` is read as that checked loader, placed last as mmengine
+            places ``Pretrained``; alone it starts from :attr:`default_init_cfg`, as it
+            always did. ``[]``: no initialisation (PyTorch's, from construction).
     """
 
     arch_settings = ARCH_SETTINGS
+    # The authors' initialisation (their cls_init_weights): truncated normal, std 0.02 cut at
+    # +-2, for every conv and linear weight, zero biases, LayerNorm 1 and 0. mmengine matches
+    # a layer by its class's or its direct bases' names, so a direct nn.Conv2d subclass is
+    # included (tests/test_backbone.py checks every layer is). BatchNorms keep PyTorch's 1 and
+    # 0, the iRPE tables their zeros.
+    default_init_cfg = [
+        dict(type='TruncNormal', layer=['Conv2d', 'Linear'], std=.02, bias=0.),
+        dict(type='Constant', layer=['LayerNorm'], val=1., bias=0.),
+    ]
+    pretrained_init = 'PartialNetPretrained'  # the checked loader (partialnet_mm.checkpoint)
     naive = False  # the authors' layout (NCHW everywhere); see set_naive_forward
     stem_stride = 4
     merge_stride = 2
@@ -106,7 +122,7 @@ class PartialNet(BaseModule):
                  with_out_norm: bool = True,
                  deploy: bool = False,
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
-        super().__init__(init_cfg=init_cfg)
+        super().__init__(init_cfg=self._resolve_init_cfg(init_cfg))
         self.arch = parse_arch(arch)
         self.arch_name = arch if isinstance(arch, str) else None
         self.in_channels = in_channels
@@ -124,7 +140,7 @@ class PartialNet(BaseModule):
         self.deploy = deploy
         self.deploy_memory_format = 'auto'
         self.mixer_cfgs = self._resolve_mixer_cfgs(mixer_cfgs)
-        act_cfg = act_cfg if act_cfg is not None else self.arch['act_cfg']
+        act_cfg = check_act_cfg(act_cfg) if act_cfg is not None else self.arch['act_cfg']
         source = 'drop_path_rate'
         if drop_path_rate is None:
             drop_path_rate, source = self.arch['drop_path_rate'], "the arch's drop_path_rate"
@@ -232,29 +248,29 @@ class PartialNet(BaseModule):
         return layer_id, self.num_layers
 
     # ------------------------------------------------------------------ weights
-    def init_weights(self):
-        """The authors' initialisation; with ``init_cfg=dict(type='Pretrained', ...)`` the
-        checkpoint is then loaded over it, converted and checked
-        (:class:`partialnet_mm.checkpoint.PartialNetPretrained`)."""
-        cfg = self.init_cfg
-        if cfg is None or (isinstance(cfg, dict) and cfg.get('type') == 'Pretrained'):
-            self._default_init()
-            if cfg is not None:
-                WEIGHT_INITIALIZERS.build(dict(cfg, type='PartialNetPretrained'))(self)
-            self._is_init = True
-        else:
-            super().init_weights()
-
-    def _default_init(self):
-        """The authors' initialisation (also the start of a pretrained load)."""
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.trunc_normal_(m.weight, std=.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm) and m.elementwise_affine:
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+    @classmethod
+    def _resolve_init_cfg(cls, init_cfg):
+        """``init_cfg`` as mmengine will apply it: None is :attr:`default_init_cfg`; entries
+        of mmengine's type ``'Pretrained'`` become the checked loader (see ``init_cfg``)."""
+        if init_cfg is None:
+            return copy.deepcopy(cls.default_init_cfg)
+        cfgs = [init_cfg] if isinstance(init_cfg, dict) else list(init_cfg)
+        if not all(isinstance(cfg, dict) and 'type' in cfg for cfg in cfgs):
+            raise TypeError(f"PartialNet init_cfg must be None, a dict with a 'type' or a list "
+                            f'of them, got {init_cfg!r}')
+        loaders = [dict(cfg, type=cls.pretrained_init) for cfg in cfgs
+                   if cfg['type'] == 'Pretrained']
+        if not loaders:
+            return init_cfg
+        others = [cfg for cfg in cfgs if cfg['type'] != 'Pretrained']
+        if isinstance(init_cfg, dict):
+            others = copy.deepcopy(cls.default_init_cfg)
+        resolved = others + loaders
+        print_log(f"PartialNet loads init_cfg type 'Pretrained' with its checked loader: "
+                  f"init_cfg={resolved}. Write type='{cls.pretrained_init}' to say so (alone, "
+                  f'it loads over the weights the backbone was built with).', 'current',
+                  logging.WARNING)
+        return resolved
 
     # ------------------------------------------------------------------ freezing
     def _frozen_modules(self) -> List[nn.Module]:

@@ -7,7 +7,7 @@ from mmcv.cnn import build_activation_layer
 from mmengine.registry import MODELS
 from mmpretrain.models.heads import ClsHead
 
-from ..archs import parse_arch
+from ..archs import check_act_cfg, parse_arch
 
 
 @MODELS.register_module()
@@ -43,6 +43,7 @@ class PartialNetClsHead(ClsHead):
         if in_channels is None or act_cfg is None:
             raise ValueError('PartialNetClsHead needs `arch`, or both `in_channels` and '
                              '`act_cfg`')
+        check_act_cfg(act_cfg, 'PartialNetClsHead act_cfg')
         if num_classes <= 0:
             raise ValueError(f'num_classes must be positive, got {num_classes}')
         self.num_classes = num_classes
