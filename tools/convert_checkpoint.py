@@ -6,7 +6,7 @@ SRC may be a plain state dict, a dict wrapping it under ``state_dict`` or ``mode
 PyTorch-Lightning ``.ckpt`` (``model.`` prefix). Classification keys and the dense-prediction
 output norms (``norm0/2/4/6``) are converted. Default output: the whole classifier, keys as
 mmpretrain's ``ImageClassifier`` names them (``backbone.*``, ``head.*``). ``--backbone-only``:
-backbone keys without prefix, for ``init_cfg=dict(type='Pretrained', checkpoint=DST)``.
+backbone keys without prefix, for ``init_cfg=dict(type='PartialNetPretrained', checkpoint=DST)``.
 """
 import argparse
 import sys

@@ -18,7 +18,7 @@ def convert_checkpoint_file(src: str, dst: str, backbone_only: bool = False,
     Lightning objects, which are replaced by inert stand-ins: never imported or run). The
     whole classifier is written with keys as mmpretrain's ``ImageClassifier`` names them;
     ``backbone_only`` writes the backbone without prefix (for ``init_cfg=dict(type=
-    'Pretrained', checkpoint=dst)``). Returns the conversion info (``arch``,
+    'PartialNetPretrained', checkpoint=dst)``). Returns the conversion info (``arch``,
     ``num_classes``, ``with_out_norm``, ``dropped``).
     """
     src_state = unwrap_state_dict(load_checkpoint_file(src, allow_inert=True))

@@ -83,6 +83,9 @@ def authors_kwargs(arch: str, kind: str) -> dict:
     is their dense-prediction form (``fork_feat``: four outputs, each with its norm)."""
     settings = parse_arch(arch)
     act = settings['act_cfg']['type']
+    if act not in ('GELU', 'ReLU'):
+        raise ValueError(f"the authors' PartialNet has act_layer 'GELU' or 'RELU' only, the "
+                         f"arch {arch!r} asks for {act!r}")
     return dict(embed_dim=settings['embed_dims'][0], depths=tuple(settings['depths']),
                 mlp_ratio=settings['mlp_ratio'], n_div=settings['n_div'], feature_dim=1280,
                 drop_path_rate=settings['drop_path_rate'], layer_scale_init_value=0,

@@ -80,7 +80,7 @@ def run_task(name: str, work_dir: str, cfg_options: Options = None,
         if not osp.isfile(backbone_from):
             raise FileNotFoundError(f'backbone_from: {backbone_from} not found')
         options['model.backbone.init_cfg'] = dict(  # replaces the demo configs' None
-            _delete_=True, type='Pretrained', checkpoint=backbone_from, prefix='backbone.')
+            _delete_=True, type='PartialNetPretrained', checkpoint=backbone_from, prefix='backbone.')
     options.update(parse_cfg_options(cfg_options))
     config = project_file(task.config)
     start = time.time()
