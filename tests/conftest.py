@@ -40,12 +40,26 @@ def usable_cpus():
     return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
 
 
+# what a worker may hold: its own process and a tool it runs (a detector training in a
+# subprocess takes up to ~3.5 GB)
+MEMORY_PER_WORKER = 4 << 30
+
+
 def pytest_xdist_auto_num_workers(config):
-    """``-n auto``: one worker per usable CPU (affinity, not the host's count), unless
-    PYTEST_XDIST_AUTO_NUM_WORKERS says otherwise."""
+    """``-n auto``: one worker per usable CPU (affinity, not the host's count), as many as
+    the memory holds, unless PYTEST_XDIST_AUTO_NUM_WORKERS says otherwise."""
     if os.environ.get('PYTEST_XDIST_AUTO_NUM_WORKERS'):
         return None  # xdist's own hook reads it
-    return usable_cpus()
+    memory = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+    return max(1, min(usable_cpus(), memory // MEMORY_PER_WORKER))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """Under xdist, the slow tests first (the order stays the same otherwise): the workers
+    take the long runs while there is still short work left to even out their ends."""
+    if os.environ.get('PYTEST_XDIST_WORKER'):
+        items.sort(key=lambda item: item.get_closest_marker('slow') is None)
 
 
 if os.environ.get('PYTEST_XDIST_WORKER'):
