@@ -1,5 +1,10 @@
 import atexit
+import copy
+import fcntl
+import functools
+import gc
 import glob
+import hashlib
 import importlib.util
 import json
 import os
@@ -7,7 +12,10 @@ import os.path as osp
 import pickle
 import shutil
 import tempfile
+import traceback
 
+import mmengine.config.config as mmengine_config
+import mmengine.config.utils as mmengine_config_utils
 import pytest
 import torch
 import torch.nn as nn
@@ -19,6 +27,145 @@ from partialnet_mm.models.layers import EuclideanRelativePositionBias
 from partialnet_mm.runner import data_root_options  # noqa: F401  (used by the tests)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+# ------------------------------------------------------------------ parallel runs (pytest-xdist)
+# pytest.ini runs the suite with ``-n auto --dist loadgroup``: one worker process per usable
+# CPU, each with one CPU's share of threads (small models on a few cores run faster as
+# parallel single-threaded processes than as one process whose threads contend); the tool
+# subprocesses a test starts inherit the share through OMP_NUM_THREADS. Tests that share an
+# expensive fixture carry one ``xdist_group`` mark, so that one worker runs them all and
+# builds the fixture once. ``-n 0`` runs everything in this process.
+def usable_cpus():
+    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+
+
+# what a worker may hold: its own process and a tool it runs (a detector training in a
+# subprocess takes up to ~3.5 GB)
+MEMORY_PER_WORKER = 4 << 30
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: one worker per usable CPU (affinity, not the host's count), as many as
+    the memory holds, unless PYTEST_XDIST_AUTO_NUM_WORKERS says otherwise."""
+    if os.environ.get('PYTEST_XDIST_AUTO_NUM_WORKERS'):
+        return None  # xdist's own hook reads it
+    memory = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+    return max(1, min(usable_cpus(), memory // MEMORY_PER_WORKER))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """Under xdist, the slow tests first (the order stays the same otherwise): the workers
+    take the long runs while there is still short work left to even out their ends."""
+    if os.environ.get('PYTEST_XDIST_WORKER'):
+        items.sort(key=lambda item: item.get_closest_marker('slow') is None)
+
+
+if os.environ.get('PYTEST_XDIST_WORKER'):
+    THREADS_PER_WORKER = max(1, usable_cpus() // int(os.environ['PYTEST_XDIST_WORKER_COUNT']))
+    torch.set_num_threads(THREADS_PER_WORKER)
+    os.environ.setdefault('OMP_NUM_THREADS', str(THREADS_PER_WORKER))
+
+
+# ------------------------------------------------------------------ the stack's repeated work
+# Work the stack redoes on unchanged inputs many times in one test process, done once per
+# process here (the tools' subprocesses run the stack as it is):
+# * yapf formatting a config's text: a Runner formats its config up to five times a run (log,
+#   dump, visualizer, checkpoint meta), about a second each;
+# * an installed library's model index: mmengine reads mmdet's ~100 metafiles for every
+#   ``mmdet::`` base a config names.
+# Both are functions of their arguments (and of installed files), so the results are the ones
+# the stack computes. And the garbage collector's full passes, which mmengine forces for every
+# dataset it builds, skip the objects that exist once the tests are collected (imported
+# libraries, mostly): gc.freeze() in pytest_collection_finish.
+def _format_once(format_code):
+    formatted = {}
+
+    def format_once(text, style_config=None, **kwargs):
+        key = (text, json.dumps(style_config, sort_keys=True), json.dumps(kwargs, sort_keys=True))
+        if key not in formatted:
+            formatted[key] = format_code(text, style_config=style_config, **kwargs)
+        return formatted[key]
+
+    return format_once
+
+
+def _read_once(read_metainfo):
+    cached = functools.lru_cache(maxsize=None)(read_metainfo)
+
+    def read_once(package_path, cfg_path):
+        return copy.deepcopy(cached(package_path, cfg_path))
+
+    return read_once
+
+
+mmengine_config.FormatCode = _format_once(mmengine_config.FormatCode)
+mmengine_config_utils._get_cfg_metainfo = _read_once(mmengine_config_utils._get_cfg_metainfo)
+
+
+def pytest_collection_finish(session):
+    gc.collect()
+    gc.freeze()
+
+
+# ------------------------------------------------------------------ made once per session
+class SessionStore:
+    """Folders made once per test session and shared by every test, fixture module and
+    xdist worker that asks for the same thing: demo data sets, trained demo checkpoints.
+
+    ``folder(what, key, make)`` returns ``<session root>/<what>-<hash of key>`` after
+    ``make(folder)`` filled it, which happens once: the first caller makes it under a file
+    lock while the others wait for it. A ``make`` that fails is not retried by the next
+    caller (it would fail the same way, minutes later): that caller fails with the first
+    error. The root is the session's pytest basetemp, shared by the workers of one run and
+    new for every run: nothing is reused across runs.
+    """
+
+    def __init__(self, root):
+        self.root = str(root)
+
+    def folder(self, what, key, make):
+        digest = hashlib.sha256(json.dumps([what, key], sort_keys=True).encode()).hexdigest()
+        folder = osp.join(self.root, f'{what}-{digest[:16]}')
+        done, failed = osp.join(folder, '.made'), folder + '.failed'
+        with open(folder + '.lock', 'w') as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            if osp.exists(failed):
+                with open(failed) as f:
+                    pytest.fail(f'{what} failed earlier in this session:\n{f.read()}')
+            if not osp.exists(done):
+                shutil.rmtree(folder, ignore_errors=True)
+                os.makedirs(folder)
+                try:
+                    make(folder)
+                except Exception:
+                    with open(failed, 'w') as f:
+                        f.write(traceback.format_exc()[-6000:])
+                    raise
+                open(done, 'w').close()
+        return folder
+
+    def trained(self, config, options):
+        """The last checkpoint of ``train(config, cfg_options=options)``, trained once per
+        session for the config's content and the options (a dict of options must be
+        JSON-serialisable)."""
+        with open(config, 'rb') as f:
+            content = hashlib.sha256(f.read()).hexdigest()
+        work_dir = self.folder(f'trained-{osp.splitext(osp.basename(config))[0]}',
+                               [config, content, options],
+                               lambda folder: train(config, folder, cfg_options=options))
+        checkpoints = sorted(glob.glob(osp.join(work_dir, '*.pth')), key=osp.getmtime)
+        assert checkpoints, f'no checkpoint written to {work_dir}'
+        return checkpoints[-1]
+
+
+@pytest.fixture(scope='session')
+def session_store(tmp_path_factory):
+    """The :class:`SessionStore` of this run (the controller's basetemp under xdist, whose
+    workers each have a folder inside it)."""
+    base = tmp_path_factory.getbasetemp()
+    return SessionStore(base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base)
 # The runs of this session record the datasets they checked in a cache folder of their own
 # (tool subprocesses inherit it), not in the user's ~/.cache/partialnet-mm.
 os.environ['PARTIALNET_CACHE'] = tempfile.mkdtemp(prefix='partialnet-test-cache-')

@@ -11,6 +11,7 @@ resolved config (a neck, else the heads), so new families are covered as they ar
 """
 import ast
 import copy
+import functools
 import glob
 import os.path as osp
 
@@ -241,26 +242,64 @@ def test_config_prints_in_full_and_dumps_to_the_same_model(rel, tmp_path):
     assert model_structure(reloaded) == model_structure(cfg)
 
 
+# One interpreter per library: it loads the library's print_config.py as a module (what
+# ``python print_config.py CONFIG`` runs, minus starting Python again for each config) and
+# calls its main() with each config on sys.argv, reporting per config what it printed or
+# the error it raised.
+PRINT_EVERY_CONFIG = r"""
+import contextlib, importlib.util, io, json, sys, traceback
+report, tool, configs = sys.argv[1], sys.argv[2], sys.argv[3:]
+spec = importlib.util.spec_from_file_location('print_config', tool)
+print_config = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(print_config)
+results = {}
+for config in configs:
+    sys.argv = [tool, config]
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            print_config.main()
+        results[config] = dict(ok=True, stdout=out.getvalue())
+    except BaseException:
+        results[config] = dict(ok=False, stdout=out.getvalue(), error=traceback.format_exc())
+with open(report, 'w') as f:
+    json.dump(results, f)
+"""
+
+
+@functools.lru_cache(maxsize=None)
+def configs_by_library():
+    """``{default_scope: configs}``, read once per process (each config loads in ~1 s)."""
+    found = {}
+    for rel in MODEL_CONFIGS:
+        found.setdefault(load(rel).default_scope, []).append(rel)
+    return found
+
+
 @pytest.mark.slow
-def test_the_libraries_own_print_config_prints_every_config(tmp_path):
-    """``<library>/.mim/tools/misc/print_config.py``, as a user runs it, on every config (in
-    a scratch folder: mmseg's also dumps the config to ./example.py)."""
+@pytest.mark.parametrize('library', ['mmdet', 'mmseg', 'mmpretrain'])
+def test_the_libraries_own_print_config_prints_every_config(library, tmp_path):
+    """``<library>/.mim/tools/misc/print_config.py`` on every config of the library, in a
+    fresh interpreter (the configs' ``custom_imports`` bring in partialnet_mm) and a scratch
+    folder (mmseg's also dumps the config to ./example.py)."""
     import importlib
+    import json
     import subprocess
     import sys
-    from concurrent.futures import ThreadPoolExecutor
 
-    libraries = {rel: load(rel).default_scope for rel in MODEL_CONFIGS}  # not thread-safe
-
-    def run(rel):
-        library = libraries[rel]
-        tool = osp.join(osp.dirname(importlib.import_module(library).__file__), '.mim',
-                        'tools', 'misc', 'print_config.py')
-        result = subprocess.run([sys.executable, tool, osp.join(CONFIGS, rel)],
-                                capture_output=True, text=True, cwd=str(tmp_path))
-        return rel, result
-
-    with ThreadPoolExecutor(2) as pool:
-        for rel, result in pool.map(run, MODEL_CONFIGS):
-            assert result.returncode == 0, f'configs/{rel}: {result.stderr[-2000:]}'
-            assert "type='PartialNet'" in result.stdout, rel
+    by_library = configs_by_library()
+    assert set(by_library) == {'mmdet', 'mmseg', 'mmpretrain'}, sorted(by_library)
+    rels = by_library[library]
+    tool = osp.join(osp.dirname(importlib.import_module(library).__file__), '.mim', 'tools',
+                    'misc', 'print_config.py')
+    report = tmp_path / 'printed.json'
+    result = subprocess.run(
+        [sys.executable, '-c', PRINT_EVERY_CONFIG, str(report), tool,
+         *[osp.join(CONFIGS, rel) for rel in rels]],
+        capture_output=True, text=True, cwd=str(tmp_path))
+    assert result.returncode == 0, f'{library}: {result.stderr[-3000:]}'
+    printed = json.loads(report.read_text())
+    for rel in rels:
+        outcome = printed[osp.join(CONFIGS, rel)]
+        assert outcome['ok'], f'configs/{rel}: {outcome["error"][-2000:]}'
+        assert "type='PartialNet'" in outcome['stdout'], rel

@@ -15,7 +15,6 @@ import pytest
 import torch
 from conftest import ROOT, data_root_options
 
-from partialnet_mm.apis import train
 from partialnet_mm.deploy import mmdeploy_compat
 from partialnet_mm.deploy.mmdeploy_export import Tolerances
 
@@ -258,19 +257,16 @@ def test_detection_check_accepts_round_off_and_catches_wrong_outputs():
 
 
 # ------------------------------------------------------------------------ slow: trained demos
-def train_demo(config, work_dir, options):
-    train(config, str(work_dir), cfg_options=options)
-    checkpoints = sorted(glob.glob(osp.join(str(work_dir), '*.pth')))
-    assert checkpoints, f'no checkpoint in {work_dir}'
-    return checkpoints[-1]
-
-
+# The trained demos are made once per test session (conftest's SessionStore, keyed by the
+# config and the options): the export tests here and the tests that import these fixtures
+# from another module (they get their own copies of the fixtures) share one training run.
 @pytest.fixture(scope='session')
-def coco_demo(tmp_path_factory):
+def coco_demo(session_store):
     from partialnet_mm.tooling.demo_data import make_coco_demo
-    data_root = str(tmp_path_factory.mktemp('deploy_coco') / 'coco_demo') + '/'
-    make_coco_demo(data_root, num_train=16, num_val=4)
-    return data_root
+    size = dict(num_train=16, num_val=4)
+    folder = session_store.folder('deploy_coco', size, lambda folder: make_coco_demo(
+        osp.join(folder, 'coco_demo') + '/', **size))
+    return osp.join(folder, 'coco_demo') + '/'
 
 
 # The check needs confident predictions whose scores do not tie, not generalisation, so the
@@ -295,43 +291,41 @@ def coco_options(config, data_root, epochs, lr, on_val_images=False, load_from=N
     return options + ([f'load_from={load_from}'] if load_from else [])
 
 
-def train_detector(config, coco_demo, work_dir, train_epochs, val_epochs, lr):
+def train_detector(store, config, coco_demo, train_epochs, val_epochs, lr):
     """``train_epochs`` on the train images (4 iterations each), then ``val_epochs`` on the
     val images (1 iteration each)."""
-    first = train_demo(config, work_dir / 'train',
-                       coco_options(config, coco_demo, train_epochs, lr))
-    return train_demo(config, work_dir / 'val',
-                      coco_options(config, coco_demo, val_epochs, lr, True, first))
+    first = store.trained(config, coco_options(config, coco_demo, train_epochs, lr))
+    return store.trained(config, coco_options(config, coco_demo, val_epochs, lr, True, first))
 
 
 @pytest.fixture(scope='session')
-def trained_retinanet(coco_demo, tmp_path_factory):
+def trained_retinanet(coco_demo, session_store):
     config = osp.join(ROOT, 'configs', 'demo', 'retinanet_partialnet_t0_demo.py')
-    work_dir = tmp_path_factory.mktemp('deploy_retinanet')
     # at 2e-3 its classification loss diverges (to about 400); at 5e-4, 76 iterations give
     # detections >= 0.3 that do not saturate at 1.0 (saturated scores tie)
-    return config, train_detector(config, coco_demo, work_dir, 4, 60, lr=5e-4)
+    return config, train_detector(session_store, config, coco_demo, 4, 60, lr=5e-4)
 
 
 @pytest.fixture(scope='session')
-def trained_mask_rcnn(coco_demo, tmp_path_factory):
+def trained_mask_rcnn(coco_demo, session_store):
     config = osp.join(ROOT, 'configs', 'demo', 'mask_rcnn_partialnet_t0_demo.py')
-    work_dir = tmp_path_factory.mktemp('deploy_mask_rcnn')
-    return config, train_detector(config, coco_demo, work_dir, 2, 30, lr=2e-3)  # 38 iterations
+    return config, train_detector(session_store, config, coco_demo, 2, 30,
+                                  lr=2e-3)  # 38 iterations
 
 
 @pytest.fixture(scope='session', params=['rtmdet', 'rtmdet-ins'])
-def trained_rtmdet(request, coco_demo, tmp_path_factory):
+def trained_rtmdet(request, coco_demo, session_store):
     config = osp.join(ROOT, 'configs', 'demo', f'{request.param}_partialnet_t0_demo.py')
-    work_dir = tmp_path_factory.mktemp(f'deploy_{request.param}')
-    return config, train_detector(config, coco_demo, work_dir, 4, 60, lr=1e-3)  # 76 iterations
+    return config, train_detector(session_store, config, coco_demo, 4, 60,
+                                  lr=1e-3)  # 76 iterations
 
 
 @pytest.fixture(scope='session')
-def trained_semantic_fpn(tmp_path_factory):
+def trained_semantic_fpn(session_store):
     from partialnet_mm.tooling.demo_data import make_ade20k_demo
-    data_root = str(tmp_path_factory.mktemp('deploy_ade') / 'ade20k_demo')
-    make_ade20k_demo(data_root, num_train=16, num_val=4)
+    size = dict(num_train=16, num_val=4)
+    data_root = osp.join(session_store.folder('deploy_ade', size, lambda folder: make_ade20k_demo(
+        osp.join(folder, 'ade20k_demo'), **size)), 'ade20k_demo')
     config = osp.join(ROOT, 'configs', 'demo', 'fpn_partialnet_t0_demo.py')
     options = data_root_options(data_root) + fast_lr(2e-3) + [
         'train_dataloader.dataset.data_prefix.img_path=images/validation',
@@ -339,8 +333,7 @@ def trained_semantic_fpn(tmp_path_factory):
         'train_dataloader.batch_size=4', 'train_cfg.max_iters=20', 'train_cfg.val_interval=1000',
         'default_hooks.checkpoint.interval=20', 'param_scheduler.1.begin=3',
         'param_scheduler.1.end=20']
-    work_dir = tmp_path_factory.mktemp('deploy_fpn')
-    return config, train_demo(config, work_dir, options), data_root
+    return config, session_store.trained(config, options), data_root
 
 
 def val_images(folder):

@@ -21,11 +21,13 @@ def run(argv, cwd, env=None, timeout=900):
 
 
 @pytest.fixture(scope='module')
-def wheel(tmp_path_factory):
-    out = tmp_path_factory.mktemp('wheel')
-    run([sys.executable, '-m', 'pip', 'wheel', ROOT, '--no-deps', '--no-build-isolation',
-         '-w', str(out)], cwd=str(out))
-    wheels = glob.glob(str(out / 'partialnet_mm-*.whl'))
+def wheel(session_store):
+    """The project's wheel, built once per session (the tests that install it may run in
+    different workers)."""
+    out = session_store.folder('wheel', ROOT, lambda folder: run(
+        [sys.executable, '-m', 'pip', 'wheel', ROOT, '--no-deps', '--no-build-isolation',
+         '-w', folder], cwd=folder))
+    wheels = glob.glob(osp.join(out, 'partialnet_mm-*.whl'))
     assert len(wheels) == 1, wheels
     return wheels[0]
 

@@ -30,7 +30,7 @@ STACK=(
   "mmsegmentation==1.2.2" "ftfy" "regex"
   "mmpretrain==1.2.0"
   "pycocotools"
-  "pytest" "onnx" "onnxruntime"
+  "pytest" "pytest-xdist" "onnx" "onnxruntime"
 )
 
 say() { printf '[setup_env] %s\n' "$*" >&2; }
