@@ -340,6 +340,7 @@ def test_amp_auto_scale_lr_and_layer_decay_train_resume_and_test(user_folder, tm
 
 
 @pytest.mark.slow
+@pytest.mark.full_schedule
 def test_the_mission_command_on_the_t2_config(tmp_path_factory):
     """README's commands exactly, in a folder with COCO at data/coco and the converted T2
     checkpoint: the whole 12-epoch schedule (on one training image), ``--resume`` and
