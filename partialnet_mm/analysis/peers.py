@@ -97,6 +97,15 @@ def add_arguments(parser) -> None:
                         '(tools/plot_benchmark.py reads it)')
 
 
+def check_arguments(parser, args):
+    """``tools/benchmark.py --peers``'s own rules; its batch size defaults to 2."""
+    if args.arch or args.config or args.authors_code or args.amp or args.device:
+        parser.error('--peers takes --backbones (not --arch, --config, --authors-code) '
+                     'and times fp32 on the CPU (no --amp, --device)')
+    args.batch_size = 2 if args.batch_size == 16 else args.batch_size
+    return args
+
+
 def require_timm() -> None:
     """Stop with the install command when timm (FasterNet's library) is missing."""
     try:
@@ -368,5 +377,6 @@ def format_peers_table(rows: List[Dict], header: Optional[str] = None) -> str:
 
 
 __all__ = ['FAMILIES', 'DEFAULT_BACKBONES', 'backbone_names', 'display_name', 'backbone_cfg',
+           'add_arguments', 'check_arguments',
            'peer_config', 'PeerModel', 'benchmark_family', 'run_peers', 'format_peers_table',
            'fastest_inference_form', 'synthetic_batch']

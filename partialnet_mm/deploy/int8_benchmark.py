@@ -25,6 +25,7 @@ import torch
 
 from ..analysis import peers
 from ..analysis.report import machine_description, markdown_table, write_json_report
+from ..demo_data import synth_scene
 from ..runner.config import load_config, project_file
 from .mmdeploy_compat import require_mmdeploy
 from .mmdeploy_export import build_reference_model, export_end2end
@@ -79,17 +80,14 @@ def add_arguments(parser) -> None:
 
 
 def check_arguments(parser, args):
-    """``--int8``'s own rules; its backbones default to :data:`DEFAULT_BACKBONES`."""
-    if args.peers or args.arch or args.config or args.amp or args.device or args.train:
-        parser.error('--int8 takes families, --backbones, --int8-threads, --runs and --json '
-                     '(CPU, batch 1, fp32 and INT8)')
+    """``--int8``'s own rules; its backbones default to :data:`DEFAULT_BACKBONES` (other
+    backbones than PartialNet's only in the families of the peers table)."""
+    if (args.peers or args.arch or args.config or args.amp or args.device or args.train
+            or args.threads is not None):
+        parser.error('--int8 takes families, --backbones, --int8-threads (not --threads), '
+                     '--runs and --json (CPU, batch 1, fp32 and INT8)')
     if args.backbones == list(peers.DEFAULT_BACKBONES):
         args.backbones = list(DEFAULT_BACKBONES)
-    for family in args.int8:
-        others = [b for b in args.backbones if b not in peers.PARTIALNET_ARCHS]
-        if others and INT8_FAMILIES[family].peer_family is None:
-            parser.error(f'--int8 {family}: PartialNet archs only (other backbones: '
-                         f'{[f for f, v in INT8_FAMILIES.items() if v.peer_family]})')
     if args.runs < 1 or min(args.int8_threads) < 1:
         parser.error('--runs and --int8-threads must be positive')
     return args
@@ -107,8 +105,6 @@ def family_config(family: str, backbone: str):
 
 def synthetic_image(path: str, hw: Tuple[int, int]) -> str:
     import cv2
-
-    from ..demo_data import synth_scene
     image, _ = synth_scene(np.random.default_rng(0), *hw)
     cv2.imwrite(path, image)
     return path
@@ -174,9 +170,12 @@ def run_int8_benchmark(families: Sequence[str], backbones: Sequence[str],
               f'rounds after 1 warm-up; random weights')
     rows = []
     for family in families:
+        others = [b for b in backbones if b not in peers.PARTIALNET_ARCHS]
+        if others and INT8_FAMILIES[family].peer_family is None:
+            print(f'[int8] {family}: PartialNet archs only, not {others} (other backbones: '
+                  f'{[f for f, v in INT8_FAMILIES.items() if v.peer_family]})')
         for backbone in backbones:
-            if INT8_FAMILIES[family].peer_family is None and \
-                    backbone not in peers.PARTIALNET_ARCHS:
+            if backbone in others and INT8_FAMILIES[family].peer_family is None:
                 continue
             print(f'[int8] {family}: {peers.display_name(backbone)}', flush=True)
             with tempfile.TemporaryDirectory(prefix='partialnet-int8-bench-') as tmp:
