@@ -11,11 +11,12 @@
     python tools/benchmark.py --train --with-cp --arch t2 --shape 800 1280 --batch-size 2
     # against the authors' own code (a clone of github.com/haiduo/PartialNet), same weights
     python tools/benchmark.py --train --arch t0 t2 --kind classifier --authors-code ../PartialNet
-    # whole detectors / segmentors with PartialNet, ResNet-18/50 and FasterNet (timm) backbones
+    # whole models, PartialNet / ResNet / FasterNet backbones; --int8: also onnxruntime fp32, INT8
     python tools/benchmark.py --peers mask_rcnn rtmdet --backbones t0 r50 fasternet_t0 --runs 3
+    python tools/benchmark.py --int8 retinanet fpn classifier --backbones t0 t2 r50 --runs 5
 
-Forms of one model (--peers: all models of a family) are timed in interleaved rounds; see
-partialnet_mm.tooling.benchmark and partialnet_mm.tooling.peers.
+Forms of one model (--peers, --int8: all models of a family) are timed in interleaved rounds;
+see partialnet_mm.tooling.benchmark, .peers and .int8_benchmark.
 """
 import argparse
 
@@ -25,6 +26,7 @@ from partialnet_mm.analysis.models import add_model_arguments, parse_shape
 from partialnet_mm.analysis.report import write_json_report
 from partialnet_mm.models import PartialNet
 from partialnet_mm.tooling import benchmark as bench
+from partialnet_mm.tooling import int8_benchmark
 from partialnet_mm.tooling import peers
 from partialnet_mm.tooling.authors_code import load_authors_partialnet
 
@@ -61,13 +63,10 @@ def parse_args(argv=None):
     parser.add_argument('--runs', type=int, default=10, help='timed passes per form')
     parser.add_argument('--no-latency', action='store_true', help='skip the batch-1 latency')
     peers.add_arguments(parser)
+    int8_benchmark.add_arguments(parser)
     args = parser.parse_args(argv)
-    if args.peers:
-        if args.arch or args.config or args.authors_code or args.amp or args.device:
-            parser.error('--peers takes --backbones (not --arch, --config, --authors-code) '
-                         'and times fp32 on the CPU (no --amp, --device)')
-        args.batch_size = 2 if args.batch_size == 16 else args.batch_size  # default: 2
-        return args
+    if args.peers or args.int8:  # their own rules and defaults
+        return (int8_benchmark if args.int8 else peers).check_arguments(parser, args)
     if not args.arch and not args.config:
         parser.error('give at least one --arch or --config')
     if args.checkpoint is not None and len(args.checkpoint) != len(args.config):
@@ -81,6 +80,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.int8:
+        return int8_benchmark.run(args)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))

@@ -11,13 +11,26 @@ mmdeploy's torch2onnx writes the graph (backbone folded); the file is then run i
 label maps; class scores) and timed against the fused PyTorch model. Only an export within
 the tolerances becomes <work-dir>/end2end.onnx (else end2end.onnx.rejected, and the tool
 fails); the figures go to <work-dir>/deploy_check.json.
-Needs mmdeploy: pip install -e ".[deploy]" (docs/mmdeploy.md).
+
+--quantize int8 then quantizes the accepted export for onnxruntime's CPU provider (static QDQ,
+per-channel weights) on --calib-images images of the config's own dataset, checks it against
+PyTorch the same way (INT8 tolerances) and against the dataset metric of the config's test
+set, and keeps it as <work-dir>/end2end.int8.onnx (else .rejected; figures in
+<work-dir>/quantize_check.json):
+
+    python tools/deploy.py configs/deploy/mmdet/detection/detection_onnxruntime_dynamic.py \\
+        configs/demo/retinanet_partialnet_t0_demo.py CKPT val1.jpg --test-img val1.jpg val2.jpg \\
+        --work-dir DIR --quantize int8 --calib-images 32 --threads 1 2
+Needs mmdeploy: pip install -e ".[deploy]" (docs/mmdeploy.md; INT8: docs/deployment.md).
 """
 import argparse
 import json
 import os
 
+from mmengine.config import DictAction
+
 from partialnet_mm.deploy.mmdeploy_export import deploy
+from partialnet_mm.deploy.quantize import FLOAT_LAYERS, OP_SETS, QuantizationPolicy, quantize
 
 
 def parse_args(argv=None):
@@ -38,14 +51,42 @@ def parse_args(argv=None):
     parser.add_argument('--timing-rounds', type=int, default=5,
                         help='interleaved latency rounds, onnxruntime vs fused PyTorch '
                         '(0: skip; default 5)')
-    return parser.parse_args(argv)
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+                        help='override model config settings (e.g. the dataset data_root)')
+    parser.add_argument('--quantize', choices=['int8'], help='also an INT8 model, checked')
+    parser.add_argument('--calib-images', type=int, default=32,
+                        help='--quantize: calibration images (default 32)')
+    parser.add_argument('--calib-split', choices=['train', 'val', 'test'], default='train',
+                        help="--quantize: the config's dataloader they come from")
+    parser.add_argument('--int8-ops', choices=OP_SETS, default=QuantizationPolicy.ops,
+                        help='--quantize: convolutions and matrix products only, or all')
+    parser.add_argument('--keep-float', nargs='*', choices=FLOAT_LAYERS,
+                        default=list(QuantizationPolicy.keep_float),
+                        help='--quantize: layers left in float')
+    parser.add_argument('--threads', type=int, nargs='+', default=None,
+                        help="--quantize: latency at these thread counts (default: torch's)")
+    args = parser.parse_args(argv)
+    if not args.quantize and (args.threads or args.calib_images != 32):
+        parser.error('--threads and --calib-images belong to --quantize int8')
+    return args
 
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.quantize:
+        report = quantize(args.deploy_cfg, args.model_cfg, args.checkpoint, args.img,
+                          args.work_dir, args.device, args.test_img, args.calib_images,
+                          args.calib_split, args.cfg_options,
+                          QuantizationPolicy(args.int8_ops, args.keep_float),
+                          timing_rounds=args.timing_rounds, threads=args.threads,
+                          dump_info=args.dump_info)
+        print(f'[deploy] INT8: wrote {", ".join(report["files"])}; vs PyTorch: '
+              f'{json.dumps(report["agreement"])}; metric drop {report["metric_drop"]}; '
+              f'latency (s): {json.dumps(report.get("latency", {}).get("seconds"))}')
+        return report
     report = deploy(args.deploy_cfg, args.model_cfg, args.checkpoint, args.img, args.work_dir,
                     args.device, args.test_img, args.dump_info,
-                    timing_rounds=args.timing_rounds)
+                    timing_rounds=args.timing_rounds, cfg_options=args.cfg_options)
     print(f'[deploy] wrote {", ".join(report["files"])} ({report["task"]}); '
           f'{report["backend"]} vs PyTorch on {len(report["test_images"])} image(s): '
           f'{json.dumps(report["agreement"])}')

@@ -172,3 +172,15 @@ def add_model_arguments(parser, default_kind: str, kind_help: str) -> None:
     parser.add_argument('--shape', type=int, nargs='+', default=None,
                         help='input size: S or H W (default: 224 for --arch, the config\'s '
                         'test scale for --config)')
+
+
+def fastest_inference_form(model: nn.Module) -> nn.Module:
+    """PartialNet folded (``switch_to_deploy``), then every conv-BN pair of the model fused
+    (mmcv's ``fuse_conv_bn``; what mmdet's ``--fuse-conv-bn`` test option does)."""
+    from mmcv.cnn import fuse_conv_bn
+    if model.training:
+        raise RuntimeError('fastest_inference_form: put the model in eval mode first')
+    backbone = getattr(model, 'backbone', None)
+    if isinstance(backbone, PartialNet):
+        backbone.switch_to_deploy()
+    return fuse_conv_bn(model)

@@ -33,6 +33,7 @@ from torchvision.ops import box_iou
 from ..analysis.timing import time_interleaved
 from ..analysis.models import build_config_model, switch_model_to_deploy
 from ..analysis.report import machine_description
+from ..runner.config import parse_cfg_options
 from .mmdeploy_compat import mmdeploy_torch_compat, require_mmdeploy
 from .mmdet_rewriters import mmdet_rewriters
 
@@ -272,12 +273,13 @@ def keep_or_reject(out_dir: str, work_dir: str, rejected: bool) -> List[str]:
 def deploy(deploy_cfg: str, model_cfg: str, checkpoint: str, img: str, work_dir: str,
            device: str = 'cpu', test_img: Optional[Union[str, Sequence[str]]] = None,
            dump_info: bool = False, tolerances: Optional[Tolerances] = None,
-           timing_rounds: int = 5) -> Dict:
+           timing_rounds: int = 5, cfg_options=None) -> Dict:
     """Export ``<work_dir>/end2end.onnx`` with mmdeploy and check it (module docstring).
 
     ``img`` is the image the graph is traced with; ``test_img`` (default: ``img``) the images
-    it is compared on. ``timing_rounds`` = 0 skips the latency measurement. Returns the report
-    written to ``<work_dir>/deploy_check.json``.
+    it is compared on. ``timing_rounds`` = 0 skips the latency measurement. ``cfg_options``
+    (``--cfg-options``: a dict or ``key=value`` strings) are merged into the model config.
+    Returns the report written to ``<work_dir>/deploy_check.json``.
     """
     require_mmdeploy()
     from mmdeploy.apis import build_task_processor
@@ -285,6 +287,7 @@ def deploy(deploy_cfg: str, model_cfg: str, checkpoint: str, img: str, work_dir:
 
     tol = tolerances or Tolerances()
     deploy_config, model_config = load_config(deploy_cfg, model_cfg)
+    model_config.merge_from_dict(parse_cfg_options(cfg_options))
     backend = get_backend(deploy_config).value
     os.makedirs(work_dir, exist_ok=True)
     for stale in glob.glob(osp.join(work_dir, 'end2end.*')):  # no old file passes for new

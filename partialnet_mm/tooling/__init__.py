@@ -13,7 +13,8 @@ modules import the runtime:
 * :mod:`.learning_benchmark`: trains each demo config and compares its metrics with targets;
 * :mod:`.dpconv_benchmark`: DPConv end to end (train, export, time);
 * :mod:`.demo_data`: the synthetic COCO-, ADE20K- and ImageNet-layout demo sets;
-* :mod:`.startup`: a COCO-scale data set and the start-up cost of a training run on it.
+* :mod:`.startup`: a COCO-scale data set and the start-up cost of a training run on it;
+* :mod:`.int8_benchmark`: latency of PyTorch folded, onnxruntime fp32 and INT8 exports.
 
 What stays in the runtime, although tools of this kind use it too:
 :mod:`partialnet_mm.analysis` (models by arch or config, ``--fuse``, FLOPs for

@@ -23,7 +23,8 @@ import torch
 import torch.nn as nn
 
 from ..analysis.flops import TensorForward, count_flops
-from ..analysis.models import build_config_model, synthetic_data_samples
+from ..analysis.models import (build_config_model, fastest_inference_form,
+                               synthetic_data_samples)
 from ..analysis.report import machine_description, markdown_table, write_json_report
 from ..analysis.timing import time_interleaved
 from ..models import PartialNet
@@ -96,6 +97,15 @@ def add_arguments(parser) -> None:
                         help='--peers: skip the training steps (and their memory)')
     parser.add_argument('--json', metavar='FILE', help='also write the rows to FILE '
                         '(tools/plot_benchmark.py reads it)')
+
+
+def check_arguments(parser, args):
+    """``tools/benchmark.py --peers``'s own rules; its batch size defaults to 2."""
+    if args.arch or args.config or args.authors_code or args.amp or args.device:
+        parser.error('--peers takes --backbones (not --arch, --config, --authors-code) '
+                     'and times fp32 on the CPU (no --amp, --device)')
+    args.batch_size = 2 if args.batch_size == 16 else args.batch_size
+    return args
 
 
 def require_timm() -> None:
@@ -228,18 +238,6 @@ class PeerModel:
         return step
 
 
-def fastest_inference_form(model: nn.Module) -> nn.Module:
-    """PartialNet folded (``switch_to_deploy``), then every conv-BN pair of the model fused
-    (mmcv's ``fuse_conv_bn``; what mmdet's ``--fuse-conv-bn`` test option does)."""
-    from mmcv.cnn import fuse_conv_bn
-    if model.training:
-        raise RuntimeError('fastest_inference_form: put the model in eval mode first')
-    backbone = getattr(model, 'backbone', None)
-    if isinstance(backbone, PartialNet):
-        backbone.switch_to_deploy()
-    return fuse_conv_bn(model)
-
-
 def synthetic_batch(scope: str, batch: int, hw: Tuple[int, int],
                     with_mask: bool = False) -> dict:
     """A packed batch with ground truth for ``mode='loss'``: boxes and labels (and masks
@@ -369,5 +367,6 @@ def format_peers_table(rows: List[Dict], header: Optional[str] = None) -> str:
 
 
 __all__ = ['FAMILIES', 'DEFAULT_BACKBONES', 'backbone_names', 'display_name', 'backbone_cfg',
+           'add_arguments', 'check_arguments',
            'peer_config', 'PeerModel', 'benchmark_family', 'run_peers', 'format_peers_table',
            'fastest_inference_form', 'synthetic_batch']
