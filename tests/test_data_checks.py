@@ -50,7 +50,7 @@ def not_read(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError(f'read again: {args}')
     monkeypatch.setattr(data_checks, 'load_json', fail)
-    monkeypatch.setattr(data_checks, 'file_problem', fail)
+    monkeypatch.setattr(data_checks, 'file_problems', fail)
 
 
 def edit_annotations(root, edit):
@@ -198,3 +198,32 @@ def test_a_segmentation_set_is_recorded_and_checked_again_after_a_change(tmp_pat
     with pytest.raises(DataError) as stop:
         ContentChecks(cfg, LOADERS, checked=record).check_folders()
     assert f'{label} is missing' in str(stop.value)
+
+
+def test_what_a_file_check_finds(tmp_path):
+    import cv2
+    import numpy as np
+    image = np.random.default_rng(0).integers(0, 255, (40, 60, 3), np.uint8)
+    jpg, png = str(tmp_path / 'a.jpg'), str(tmp_path / 'b.PNG')
+    cv2.imwrite(jpg, image)
+    cv2.imwrite(str(tmp_path / 'b.png'), image)
+    os.rename(str(tmp_path / 'b.png'), png)
+    assert data_checks.file_problem(jpg) is None and data_checks.file_problem(png) is None
+    for path in (jpg, png):
+        data = open(path, 'rb').read()
+        cut = str(tmp_path / ('cut' + path[-4:]))
+        open(cut, 'wb').write(data[:len(data) - 100])
+        assert data_checks.file_problem(cut) == f'{cut} is truncated (incomplete file)'
+    tiny = str(tmp_path / 'tiny.jpg')
+    open(tiny, 'wb').write(b'\xff\xd8\xff\xd9')  # shorter than the bytes read at the end
+    assert data_checks.file_problem(tiny) is None
+    (tmp_path / 'folder.jpg').mkdir()
+    assert 'folder.jpg is missing' in data_checks.file_problem(str(tmp_path / 'folder.jpg'))
+    assert data_checks.file_problem(str(tmp_path / 'no.jpg')) == f'{tmp_path / "no.jpg"} is missing'
+    other = tmp_path / 'c.bmp'
+    other.write_bytes(b'BM')
+    assert data_checks.file_problem(str(other)) is None
+    # several chunks (read by several threads): the first problems, in the order given
+    paths = [jpg] * (3 * data_checks.CHUNK) + [str(tmp_path / f'{i}.jpg') for i in range(7)]
+    assert data_checks.file_problems(paths) == [
+        f'{tmp_path / f"{i}.jpg"} is missing' for i in range(data_checks.MAX_NAMED)]

@@ -1,4 +1,4 @@
-"""Speed (and training memory) of PartialNet backbones or whole models, forms side by side.
+"""Speed and memory of PartialNet backbones, whole models and training start-up, side by side.
 
     # inference: backbones, naive (the authors' formulation) vs fused, one table
     python tools/benchmark.py --arch t0 t2 --compare-naive --batch-size 16 --threads 2
@@ -13,16 +13,14 @@
     python tools/benchmark.py --train --arch t0 t2 --kind classifier --authors-code ../PartialNet
     # whole detectors / segmentors with PartialNet, ResNet-18/50 and FasterNet (timm) backbones
     python tools/benchmark.py --peers mask_rcnn rtmdet --backbones t0 r50 fasternet_t0 --runs 3
-
-Forms of one model (--peers: all models of a family) are timed in interleaved rounds; see
-partialnet_mm.analysis.benchmark and partialnet_mm.analysis.peers.
+    python tools/benchmark.py --startup /data/coco_scale --seg-label-check  # vs mmdet's own
 """
 import argparse
 
 import torch
 
 from partialnet_mm.analysis import benchmark as bench
-from partialnet_mm.analysis import peers
+from partialnet_mm.analysis import peers, startup
 from partialnet_mm.analysis.authors_code import load_authors_partialnet
 from partialnet_mm.analysis.models import add_model_arguments, parse_shape
 from partialnet_mm.analysis.report import write_json_report
@@ -61,6 +59,7 @@ def parse_args(argv=None):
     parser.add_argument('--runs', type=int, default=10, help='timed passes per form')
     parser.add_argument('--no-latency', action='store_true', help='skip the batch-1 latency')
     peers.add_arguments(parser)
+    startup.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.peers:
         if args.arch or args.config or args.authors_code or args.amp or args.device:
@@ -68,8 +67,8 @@ def parse_args(argv=None):
                          'and times fp32 on the CPU (no --amp, --device)')
         args.batch_size = 2 if args.batch_size == 16 else args.batch_size  # default: 2
         return args
-    if not args.arch and not args.config:
-        parser.error('give at least one --arch or --config')
+    if not (args.arch or args.config or startup.requested(args)):
+        parser.error('give at least one --arch or --config (or --startup, --seg-label-check)')
     if args.checkpoint is not None and len(args.checkpoint) != len(args.config):
         parser.error(f'--checkpoint needs one file per --config ({len(args.config)})')
     if args.batch_size < 1 or args.runs < 1 or args.warmup < 0:
@@ -81,6 +80,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if startup.requested(args):
+        return startup.run_benchmark(args)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
