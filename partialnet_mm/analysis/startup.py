@@ -14,13 +14,14 @@ import json
 import math
 import os
 import os.path as osp
+import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import mmdet
@@ -142,10 +143,10 @@ def _read_markers(proc, start: float, markers: Dict[str, str],
 
 
 def timed_run(argv: Sequence[str], cwd: str, env: dict,
-              markers: Dict[str, str]) -> Dict[str, float]:
+              markers: Dict[str, str]) -> Tuple[Dict[str, float], List[str]]:
     """Run ``argv``: its wall time, the seconds until it printed each of ``markers``
     (``{name}_s``), its CPU time and those of the processes it waited for (``cpu_s``), and
-    the peak resident memory of the largest of them (MiB)."""
+    the peak resident memory of the largest of them (MiB); and its output lines."""
     start = time.perf_counter()
     proc = subprocess.Popen(list(argv), cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -160,7 +161,8 @@ def timed_run(argv: Sequence[str], cwd: str, env: dict,
                            + (f', never printed {missing}' if missing else '') + '):\n'
                            + ''.join(log[-60:]))
     return dict(wall_s=wall, **{f'{name}_s': t for name, t in seen.items()},
-                cpu_s=usage.ru_utime + usage.ru_stime, peak_rss_mib=usage.ru_maxrss / 1024)
+                cpu_s=usage.ru_utime + usage.ru_stime,
+                peak_rss_mib=usage.ru_maxrss / 1024), log
 
 
 # ------------------------------------------------------------------------- start-up runs
@@ -171,6 +173,7 @@ FORMS = (OURS_COLD, OURS_WARM, MMDET)
 # what the runs print: all is built and the loop starts (mmengine's CheckpointHook, rank 0),
 # and the log line of iteration 1 (every rank has done its first step)
 MARKERS = dict(to_loop='Checkpoints will be saved to', to_first_iter='Iter(train) [1/1]')
+CHECK_LOG = re.compile(r'data checks: .* checked in ([0-9.]+) s')  # ContentChecks' log line
 
 
 def mmdet_train_script() -> str:
@@ -247,7 +250,8 @@ def measure_startup(data_root: str, config: str = DEFAULT_CONFIG, rounds: int = 
     ``custom_imports`` loading this package from the checkout). Returns one row per form and
     number of ranks: medians over the rounds of the seconds to :data:`MARKERS`, the wall
     time, the CPU time and the peak resident memory of the largest process, their ratios to
-    mmdet's own, and the median 1-minute load average seen before the runs.
+    mmdet's own, the seconds the data checks logged (ours with an empty record, when rank 0
+    did the checking), and the median 1-minute load average seen before the runs.
     """
     work_root = work_root or tempfile.mkdtemp(prefix='partialnet-startup-')
     os.makedirs(work_root, exist_ok=True)
@@ -269,10 +273,13 @@ def measure_startup(data_root: str, config: str = DEFAULT_CONFIG, rounds: int = 
             run_dir = tempfile.mkdtemp(prefix='run-', dir=work_root)
             cache = warm_cache if form == OURS_WARM else osp.join(run_dir, 'cache')
             load, before = os.getloadavg()[0], _record_state(cache)
-            result = timed_run(startup_command(form, n, config, data_root,
-                                               osp.join(run_dir, 'work')),
-                               run_dir, dict(env, PARTIALNET_CACHE=cache), MARKERS)
+            result, output = timed_run(
+                startup_command(form, n, config, data_root, osp.join(run_dir, 'work')),
+                run_dir, dict(env, PARTIALNET_CACHE=cache), MARKERS)
             result['load'] = load
+            checks = [float(m.group(1)) for m in map(CHECK_LOG.search, output) if m]
+            if checks:  # rank 0's own (the other ranks log errors only)
+                result['check_s'] = sum(checks)
             _check_record(form, cache, before)
             if form == OURS_COLD and not osp.isdir(warm_cache):
                 shutil.copytree(cache, warm_cache)
@@ -300,7 +307,8 @@ def _check_record(form: str, cache: str, before: Optional[tuple]) -> None:
 
 def startup_rows(runs: Dict[tuple, List[dict]]) -> List[dict]:
     """Medians per (form, ranks) and their ratios to mmdet's own with the same ranks."""
-    medians = {key: {k: statistics.median(r[k] for r in results) for k in results[0]}
+    medians = {key: {k: statistics.median(r[k] for r in results)
+                     for k in results[0] if all(k in r for r in results)}
                for key, results in runs.items()}
     rows = []
     for (form, n), median in medians.items():
@@ -315,13 +323,15 @@ def startup_rows(runs: Dict[tuple, List[dict]]) -> List[dict]:
 def format_startup_table(rows: Sequence[dict], title: str) -> str:
     """The rows as a Markdown table: seconds, GiB and ratios to mmdet's own."""
     header = ['ranks', 'tool', 'to loop (s)', 'to iteration 1 (s)', 'CPU (s)',
-              'peak RSS (GiB)', 'ratio: to loop / to iteration 1 / CPU / RSS', 'load']
+              'peak RSS (GiB)', 'ratio: to loop / to iteration 1 / CPU / RSS',
+              'data checks (s)', 'load']
     cells = [[str(r['ranks']), r['form'], f"{r['to_loop_s']:.1f}",
               f"{r['to_first_iter_s']:.1f}", f"{r['cpu_s']:.1f}",
               f"{r['peak_rss_mib'] / 1024:.2f}",
               ' / '.join(f"{r.get(k + '_ratio', float('nan')):.3f}" for k in
                          ('to_loop_s', 'to_first_iter_s', 'cpu_s', 'peak_rss_mib')),
-              f"{r['load']:.1f}"] for r in rows]
+              f"{r['check_s']:.2f}" if 'check_s' in r else '', f"{r['load']:.1f}"]
+             for r in rows]
     return markdown_table(header, cells, title)
 
 

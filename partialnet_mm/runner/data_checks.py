@@ -463,7 +463,7 @@ class ContentChecks:
                 return  # not readable now: the dataset's own loading names what is wrong
             self.checked.record(version.key, version.name, folders)
         print_log(f'data checks: {version.name} ({files} files) checked in '
-                  f'{time.perf_counter() - start:.1f} s and recorded in {self.checked.path}: '
+                  f'{time.perf_counter() - start:.2f} s and recorded in {self.checked.path}: '
                   f'not read again while it and its folders are unchanged', 'current')
 
     def _raise(self) -> None:
