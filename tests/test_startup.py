@@ -3,6 +3,9 @@ the commands it runs, its table, and (slow) a whole round on a small set."""
 import json
 import os
 import os.path as osp
+import subprocess
+import sys
+import time
 
 import pytest
 from conftest import ROOT
@@ -55,7 +58,8 @@ def test_the_runs_differ_only_in_the_tool(tmp_path):
 
 def test_rows_are_medians_with_ratios_to_mmdets_own():
     def run(t, rss):
-        return dict(to_loop_s=t, to_first_iter_s=t + 1, wall_s=t + 2, cpu_s=t, peak_rss_mib=rss,
+        return dict(to_loop_s=t, to_loop_cpu_s=t / 2, to_first_iter_s=t + 1,
+                    to_first_iter_cpu_s=t / 2 + 1, wall_s=t + 2, cpu_s=t, peak_rss_mib=rss,
                     load=2.)
     runs = {(MMDET, 1): [run(10, 100), run(12, 100), run(30, 100)],
             (OURS_COLD, 1): [run(11, 105), run(10.5, 100), run(40, 100)]}
@@ -63,7 +67,18 @@ def test_rows_are_medians_with_ratios_to_mmdets_own():
     assert [r['form'] for r in rows] == [OURS_COLD, MMDET]
     assert rows[0]['to_loop_s'] == 11 and rows[0]['to_loop_s_ratio'] == pytest.approx(11 / 12)
     assert rows[0]['peak_rss_mib_ratio'] == 1 and 'load_ratio' not in rows[0]
-    assert startup.format_startup_table(rows, '# t').count('\n') == 4
+    table = startup.format_startup_table(rows, '# t')
+    assert table.count('\n') == 4 and '11.00 (0.917)' in table
+
+
+def test_the_cpu_time_of_a_process_tree_counts_the_children():
+    child = subprocess.Popen([sys.executable, '-c', 'import time\nt = time.process_time()\n'
+                              'while time.process_time() - t < 0.5: pass\nprint(1, flush=True)'
+                              '\ninput()'], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    child.stdout.readline()  # it has spun for 0.5 s of CPU and waits
+    with_child = startup.tree_cpu_seconds(os.getpid())
+    child.communicate(b'\n')
+    assert with_child >= time.process_time() + 0.45
 
 
 @pytest.mark.slow

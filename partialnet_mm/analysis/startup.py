@@ -129,24 +129,50 @@ def make_coco_scale_set(root: str, train: Optional[dict] = None, val: Optional[d
     return root
 
 
+def tree_cpu_seconds(root: int) -> float:
+    """User and system seconds of process ``root`` and its descendants so far (with the
+    children each has waited for), from ``/proc``."""
+    parents, times = {}, {}
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f'/proc/{entry}/stat') as f:
+                fields = f.read().rsplit(')', 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        # after the command: state, ppid, ..., utime, stime, cutime, cstime (fields 4, 14-17)
+        parents[int(entry)] = int(fields[1])
+        times[int(entry)] = sum(int(v) for v in fields[11:15])
+    tree, grew = {root}, True
+    while grew:
+        found = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= found
+        grew = bool(found)
+    return sum(times.get(pid, 0) for pid in tree) / os.sysconf('SC_CLK_TCK')
+
+
 def _read_markers(proc, start: float, markers: Dict[str, str],
                   log: List[str]) -> Dict[str, float]:
     """Read ``proc``'s output to the end; seconds from ``start`` to the first line holding
-    each of ``markers`` (``{name: text}``)."""
+    each of ``markers`` (``{name: text}``: ``{name}_s``), and the CPU seconds of the process
+    tree by then (``{name}_cpu_s``)."""
     seen: Dict[str, float] = {}
     for line in proc.stdout:
         log.append(line)
         for name, text in markers.items():
-            if name not in seen and text in line:
-                seen[name] = time.perf_counter() - start
+            if f'{name}_s' not in seen and text in line:
+                seen[f'{name}_s'] = time.perf_counter() - start
+                seen[f'{name}_cpu_s'] = tree_cpu_seconds(proc.pid)
     return seen
 
 
 def timed_run(argv: Sequence[str], cwd: str, env: dict,
               markers: Dict[str, str]) -> Tuple[Dict[str, float], List[str]]:
     """Run ``argv``: its wall time, the seconds until it printed each of ``markers``
-    (``{name}_s``), its CPU time and those of the processes it waited for (``cpu_s``), and
-    the peak resident memory of the largest of them (MiB); and its output lines."""
+    (``{name}_s``) and the CPU seconds its processes had used by then (``{name}_cpu_s``),
+    the CPU time of the whole run (``cpu_s``), the peak resident memory of its largest
+    process (MiB); and its output lines."""
     start = time.perf_counter()
     proc = subprocess.Popen(list(argv), cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -155,13 +181,12 @@ def timed_run(argv: Sequence[str], cwd: str, env: dict,
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - start
-    missing = [text for name, text in markers.items() if name not in seen]
+    missing = [text for name, text in markers.items() if f'{name}_s' not in seen]
     if proc.returncode != 0 or missing:
         raise RuntimeError(f'{" ".join(argv)} failed (exit {proc.returncode}'
                            + (f', never printed {missing}' if missing else '') + '):\n'
                            + ''.join(log[-60:]))
-    return dict(wall_s=wall, **{f'{name}_s': t for name, t in seen.items()},
-                cpu_s=usage.ru_utime + usage.ru_stime,
+    return dict(wall_s=wall, **seen, cpu_s=usage.ru_utime + usage.ru_stime,
                 peak_rss_mib=usage.ru_maxrss / 1024), log
 
 
@@ -321,16 +346,19 @@ def startup_rows(runs: Dict[tuple, List[dict]]) -> List[dict]:
 
 
 def format_startup_table(rows: Sequence[dict], title: str) -> str:
-    """The rows as a Markdown table: seconds, GiB and ratios to mmdet's own."""
-    header = ['ranks', 'tool', 'to loop (s)', 'to iteration 1 (s)', 'CPU (s)',
-              'peak RSS (GiB)', 'ratio: to loop / to iteration 1 / CPU / RSS',
-              'data checks (s)', 'load']
-    cells = [[str(r['ranks']), r['form'], f"{r['to_loop_s']:.1f}",
-              f"{r['to_first_iter_s']:.1f}", f"{r['cpu_s']:.1f}",
-              f"{r['peak_rss_mib'] / 1024:.2f}",
-              ' / '.join(f"{r.get(k + '_ratio', float('nan')):.3f}" for k in
-                         ('to_loop_s', 'to_first_iter_s', 'cpu_s', 'peak_rss_mib')),
-              f"{r['check_s']:.2f}" if 'check_s' in r else '', f"{r['load']:.1f}"]
+    """The rows as a Markdown table: each figure with its ratio to mmdet's own."""
+    columns = [('to loop (s)', 'to_loop_s', 1), ('CPU to loop (s)', 'to_loop_cpu_s', 1),
+               ('to iteration 1 (s)', 'to_first_iter_s', 1),
+               ('CPU to iteration 1 (s)', 'to_first_iter_cpu_s', 1),
+               ('peak RSS (GiB)', 'peak_rss_mib', 1 / 1024)]
+
+    def cell(row, key, scale):
+        ratio = row.get(f'{key}_ratio')
+        return f'{row[key] * scale:.2f}' + (f' ({ratio:.3f})' if ratio else '')
+
+    header = ['ranks', 'tool'] + [c[0] for c in columns] + ['data checks (s)', 'load']
+    cells = [[str(r['ranks']), r['form']] + [cell(r, key, scale) for _, key, scale in columns]
+             + [f"{r['check_s']:.2f}" if 'check_s' in r else '', f"{r['load']:.1f}"]
              for r in rows]
     return markdown_table(header, cells, title)
 
