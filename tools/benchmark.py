@@ -1,22 +1,20 @@
-"""Speed (and training memory) of PartialNet backbones or whole models, forms side by side.
+"""Speed and memory of PartialNet backbones, whole models and training start-up, side by side.
 
     # inference: backbones, naive (the authors' formulation) vs fused, one table
     python tools/benchmark.py --arch t0 t2 --compare-naive --batch-size 16 --threads 2
-    # inference: the ImageNet classifiers, fused only; whole detectors from configs on a GPU
-    python tools/benchmark.py --arch t0 t1 t2 --kind classifier --fuse
-    python tools/benchmark.py --config configs/mask_rcnn_partialnet_t2_coco.py \\
-        mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py --device cuda --batch-size 4
+    # whole detectors from configs, fused, on a GPU
+    python tools/benchmark.py --config configs/mask_rcnn_partialnet_t2_coco.py --device cuda
     # training step (forward, backward, AdamW) and peak memory: naive vs ours (vs ours+cp)
-    python tools/benchmark.py --train --arch t0 t2 --kind classifier --batch-size 16
     python tools/benchmark.py --train --with-cp --arch t2 --shape 800 1280 --batch-size 2
     # against the authors' own code (a clone of github.com/haiduo/PartialNet), same weights
     python tools/benchmark.py --train --arch t0 t2 --kind classifier --authors-code ../PartialNet
     # whole models, PartialNet / ResNet / FasterNet backbones; --int8: also onnxruntime fp32, INT8
     python tools/benchmark.py --peers mask_rcnn rtmdet --backbones t0 r50 fasternet_t0 --runs 3
     python tools/benchmark.py --int8 retinanet fpn classifier --backbones t0 t2 r50 --runs 5
+    python tools/benchmark.py --startup /data/coco_scale --seg-label-check  # vs mmdet's own
 
 Forms of one model (--peers, --int8: all models of a family) are timed in interleaved rounds;
-see partialnet_mm.tooling.benchmark, .peers and .int8_benchmark.
+see partialnet_mm.tooling.benchmark, .peers, .int8_benchmark and .startup.
 """
 import argparse
 
@@ -26,7 +24,7 @@ from partialnet_mm.analysis.models import add_model_arguments, parse_shape
 from partialnet_mm.analysis.report import write_json_report
 from partialnet_mm.models import PartialNet
 from partialnet_mm.tooling import benchmark as bench
-from partialnet_mm.tooling import int8_benchmark
+from partialnet_mm.tooling import int8_benchmark, startup
 from partialnet_mm.tooling import peers
 from partialnet_mm.tooling.authors_code import load_authors_partialnet
 
@@ -64,17 +62,18 @@ def parse_args(argv=None):
     parser.add_argument('--no-latency', action='store_true', help='skip the batch-1 latency')
     peers.add_arguments(parser)
     int8_benchmark.add_arguments(parser)
+    startup.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.peers or args.int8:  # their own rules and defaults
         return (int8_benchmark if args.int8 else peers).check_arguments(parser, args)
-    if not args.arch and not args.config:
-        parser.error('give at least one --arch or --config')
+    if not (args.arch or args.config or startup.requested(args)):
+        parser.error('give at least one --arch or --config (or --startup, --seg-label-check)')
     if args.checkpoint is not None and len(args.checkpoint) != len(args.config):
         parser.error(f'--checkpoint needs one file per --config ({len(args.config)})')
-    if args.batch_size < 1 or args.runs < 1 or args.warmup < 0:
-        parser.error('--batch-size and --runs must be positive, --warmup non-negative')
-    if args.with_cp and not args.train:
-        parser.error('--with-cp belongs to --train')
+    if args.batch_size < 1 or args.runs < 1 or args.warmup < 0 or (args.with_cp
+                                                                     and not args.train):
+        parser.error('--batch-size and --runs must be positive, --warmup non-negative, '
+                     '--with-cp goes with --train')
     return args
 
 
@@ -82,6 +81,8 @@ def main(argv=None):
     args = parse_args(argv)
     if args.int8:
         return int8_benchmark.run(args)
+    if startup.requested(args):
+        return startup.run_benchmark(args)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))

@@ -9,7 +9,7 @@ from mmengine.runner import Runner
 
 from ..runner import (DataError, check_datasets, explain_data_errors, find_resume_checkpoint,
                       amp_for_device, load_config, own_visualizer, setup_cpu_distributed)
-from ..runner.data_checks import check_annotations
+from ..runner.data_checks import ContentChecks
 from ..runner.resume import check_resume_fits
 
 CfgOptions = Optional[Union[dict, Sequence[str]]]
@@ -76,6 +76,13 @@ def build_runner(cfg: Config) -> Runner:
     return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
 
 
+def build_datasets(runner: Runner) -> None:
+    """Build the train and val loops, and with them their datasets, as ``runner.train()``
+    does first (it then keeps the loops it finds built)."""
+    runner.train_loop  # noqa: B018  (the properties build the loops)
+    runner.val_loop  # noqa: B018
+
+
 def train(config: str, work_dir: Optional[str] = None, resume: Optional[str] = None,
           amp: bool = False, auto_scale_lr: bool = False, cfg_options: CfgOptions = None,
           launcher: str = 'none') -> Runner:
@@ -85,13 +92,16 @@ def train(config: str, work_dir: Optional[str] = None, resume: Optional[str] = N
     (:class:`~partialnet_mm.runner.DataError` names the missing ones and the fix); a resumed
     run must fit the checkpoint it continues from
     (:class:`~partialnet_mm.checkpoint.CheckpointError`); a pretrained backbone checkpoint
-    that is missing stops the run before the first iteration.
+    that is missing stops the run before the first iteration. The datasets' contents are
+    checked once per dataset version (``runner.data_checks.ContentChecks``): segmentation
+    folders before anything is built, COCO files on the parse their datasets do anyway.
     """
     cfg = build_train_config(config, work_dir, resume, amp, auto_scale_lr, cfg_options,
                              launcher)
     loaders = ['train_dataloader'] + (['val_dataloader'] if cfg.get('val_cfg') else [])
     check_datasets(cfg, loaders, config)
-    check_annotations(cfg, loaders, config)
+    contents = ContentChecks(cfg, loaders, config)
+    contents.check_folders()
     if launcher != 'none':
         os.environ.setdefault('LOCAL_RANK', '0')
     setup_cpu_distributed(cfg, launcher)
@@ -99,5 +109,7 @@ def train(config: str, work_dir: Optional[str] = None, resume: Optional[str] = N
     if cfg.get('resume') and cfg.get('load_from'):
         check_resume_fits(runner.model, cfg.load_from, config)
     with explain_data_errors(cfg, loaders):
+        with contents.on_dataset_parse():
+            build_datasets(runner)
         runner.train()
     return runner
