@@ -2,7 +2,7 @@
 
     # inference: backbones, naive (the authors' formulation) vs fused, one table
     python tools/benchmark.py --arch t0 t2 --compare-naive --batch-size 16 --threads 2
-    python tools/benchmark.py --config configs/mask_rcnn_partialnet_t2_coco.py --device cuda  # a config
+    python tools/benchmark.py --config configs/mask_rcnn_partialnet_t2_coco.py --device cuda
     # training step (forward, backward, AdamW) and peak memory: naive vs ours (vs ours+cp)
     python tools/benchmark.py --train --with-cp --arch t2 --shape 800 1280 --batch-size 2
     # against the authors' own code (a clone of github.com/haiduo/PartialNet), same weights
