@@ -33,7 +33,6 @@ import numpy as np
 from mmcv.transforms import BaseTransform
 from mmengine.logging import print_log
 from mmengine.registry import TRANSFORMS
-from pycocotools.coco import COCO
 
 from .datasets import DEMO_HINT, DataError, dataset_configs, join_root
 
@@ -426,7 +425,9 @@ class ContentChecks:
         for version in self.pending:
             if version.kind == 'coco':
                 by_file.setdefault(osp.realpath(version.name), []).append(version)
-        original = COCO.__init__
+        if by_file:  # COCO files come with mmdet's [det] extra, which brings pycocotools
+            from pycocotools.coco import COCO
+            original = COCO.__init__
         checks = self
 
         def checked_init(coco, annotation_file=None, *args, **kwargs):
