@@ -32,7 +32,7 @@ def test_real_config_has_the_authors_recipe_and_runs(arch):
                                             dict(type='CutMix', alpha=1.0)]
     augments = [t for t in cfg.train_dataloader.dataset.pipeline if t.type == 'RandAugment']
     assert [t.magnitude_level for t in augments] == ([] if magnitude is None else [magnitude])
-    assert cfg.optim_wrapper.type == 'AmpOptimWrapper' and cfg.auto_scale_lr.base_batch_size == 4096
+    assert cfg.optim_wrapper.type == 'AnyDeviceAmpOptimWrapper' and cfg.auto_scale_lr.base_batch_size == 4096
     assert cfg.optim_wrapper.optimizer.lr == 0.004 and cfg.train_cfg.max_epochs == 300
     # the last 20 of 300 epochs at 224 px with this variant's own pipeline (mmpretrain's
     # SwitchRecipeHook counts epochs from 1), then the project's hooks
