@@ -193,11 +193,24 @@ def library_tool(path):
     return module
 
 
+def forget_visualizers():
+    """A fresh interpreter's visualizers: mmengine builds a config's visualizer by name
+    (``get_instance('visualizer')``), so a second run in one process would log into the first
+    run's ``vis_data`` folder."""
+    from mmengine.visualization import Visualizer
+    classes = [Visualizer]
+    while classes:
+        cls = classes.pop()
+        cls._instance_dict.clear()
+        classes += cls.__subclasses__()
+
+
 def run_tool(which, library, name, args, cwd):
     """``tools/<name>.py`` of ours or the library's own ``tools/<name>.py`` with ``args``,
     run from ``cwd`` in this process: what its command line does, minus starting an
     interpreter and importing torch and the libraries again for every run."""
     here, argv, environ = os.getcwd(), sys.argv, dict(os.environ)
+    forget_visualizers()
     os.chdir(cwd)
     try:
         if which == 'library':
