@@ -66,11 +66,14 @@ def test_real_config_has_the_authors_recipe_and_runs(arch):
 
 
 def test_head_refuses_an_activation_that_does_not_build():
+    from mmengine.registry import DefaultScope
+
     from partialnet_mm import PartialNetClsHead
-    with pytest.raises(ValueError, match=r"^PartialNetClsHead act_cfg \{'type': 'RELU'\} does "
+    with DefaultScope.overwrite_default_scope('mmpretrain'), pytest.raises(ValueError, match=r"^PartialNetClsHead act_cfg \{'type': 'RELU'\} does "
                        r"not build an activation.*dict\(type='ReLU', inplace=True\)"):
         PartialNetClsHead(num_classes=10, in_channels=256, act_cfg=dict(type='RELU'))
-    assert isinstance(PartialNetClsHead(num_classes=10, arch='t2').act, torch.nn.ReLU)
+    with DefaultScope.overwrite_default_scope('mmpretrain'):  # its loss: mmpretrain's
+        assert isinstance(PartialNetClsHead(num_classes=10, arch='t2').act, torch.nn.ReLU)
 
 
 @pytest.mark.slow
