@@ -146,15 +146,24 @@ class SessionStore:
                 open(done, 'w').close()
         return folder
 
-    def trained(self, config, options):
+    def trained(self, config, options, threads=None):
         """The last checkpoint of ``train(config, cfg_options=options)``, trained once per
         session for the config's content and the options (a dict of options must be
-        JSON-serialisable)."""
+        JSON-serialisable). ``threads``: train with that many torch threads, whatever the
+        worker has: the weights a run ends with depend on it (the order of float sums)."""
         with open(config, 'rb') as f:
             content = hashlib.sha256(f.read()).hexdigest()
+
+        def make(folder):
+            before = torch.get_num_threads()
+            torch.set_num_threads(threads or before)
+            try:
+                train(config, folder, cfg_options=options)
+            finally:
+                torch.set_num_threads(before)
+
         work_dir = self.folder(f'trained-{osp.splitext(osp.basename(config))[0]}',
-                               [config, content, options],
-                               lambda folder: train(config, folder, cfg_options=options))
+                               [config, content, options, threads], make)
         checkpoints = sorted(glob.glob(osp.join(work_dir, '*.pth')), key=osp.getmtime)
         assert checkpoints, f'no checkpoint written to {work_dir}'
         return checkpoints[-1]
