@@ -26,10 +26,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import cv2
 import mmdet
 import numpy as np
+import torch
 from mmengine.config import Config
 from mmengine.registry import TRANSFORMS, DefaultScope
 
-from ..analysis.report import machine_description, markdown_table, write_json_report
+from ..analysis.report import cpu_name, markdown_table, write_json_report
 from ..runner.data_checks import CheckSegLabels
 from .demo_data import coco_categories, make_ade20k_demo
 
@@ -365,35 +366,43 @@ def measure_seg_label_check(samples: int = 20, rounds: int = 5,
     pipeline (``configs/_base_/datasets/ade20k_checked.py``, from loading the files to
     packing), on generated ADE20K-layout samples of ``image_size`` (height, width; ADE20K's
     typical 512x683): medians over ``rounds`` passes over the ``samples``, each transform
-    timed on its own. Returns ``check_s``, ``rest_s`` and their ratio ``fraction``."""
+    timed on its own, with the threads of a data-loader worker (one torch thread, OpenCV
+    without threads: mmengine's ``opencv_num_threads=0``). Returns ``check_s``, ``rest_s``
+    and their ratio ``fraction``."""
     folder = folder or tempfile.mkdtemp(prefix='partialnet-seg-check-')
     make_ade20k_demo(folder, num_train=samples, num_val=1, image_size=tuple(image_size))
     cfg = Config.fromfile(ADE20K_CONFIG)
     with DefaultScope.overwrite_default_scope('mmseg'):
         transforms = [TRANSFORMS.build(t) for t in cfg.train_pipeline]
     names = sorted(n[:-4] for n in os.listdir(osp.join(folder, 'images', 'training')))
+    threads, cv2_threads = torch.get_num_threads(), cv2.getNumThreads()
+    torch.set_num_threads(1)
+    cv2.setNumThreads(0)
     check, rest = [], []
-    for _ in range(rounds):
-        check_s = rest_s = 0.
-        for name in names:
-            results = dict(
-                img_path=osp.join(folder, 'images', 'training', name + '.jpg'),
-                seg_map_path=osp.join(folder, 'annotations', 'training', name + '.png'),
-                reduce_zero_label=True, seg_fields=[])
-            for transform in transforms:
-                start = time.perf_counter()
-                results = transform(results)
-                spent = time.perf_counter() - start
-                if isinstance(transform, CheckSegLabels):
-                    check_s += spent
-                else:
-                    rest_s += spent
-        check.append(check_s / len(names))
-        rest.append(rest_s / len(names))
+    try:
+        for _ in range(rounds):
+            check_s = rest_s = 0.
+            for name in names:
+                results = dict(
+                    img_path=osp.join(folder, 'images', 'training', name + '.jpg'),
+                    seg_map_path=osp.join(folder, 'annotations', 'training', name + '.png'),
+                    reduce_zero_label=True, seg_fields=[])
+                for transform in transforms:
+                    start = time.perf_counter()
+                    results = transform(results)
+                    spent = time.perf_counter() - start
+                    if isinstance(transform, CheckSegLabels):
+                        check_s += spent
+                    else:
+                        rest_s += spent
+            check.append(check_s / len(names))
+            rest.append(rest_s / len(names))
+    finally:
+        torch.set_num_threads(threads)
+        cv2.setNumThreads(cv2_threads)
     check_s, rest_s = statistics.median(check), statistics.median(rest)
     return dict(samples=len(names), rounds=rounds, image_size=list(image_size),
                 check_s=check_s, rest_s=rest_s, fraction=check_s / rest_s)
-
 
 
 # ------------------------------------------------------------------------- tools/benchmark.py
@@ -420,21 +429,23 @@ def run_benchmark(args) -> List[dict]:
     """What ``tools/benchmark.py --startup DATA_ROOT`` / ``--seg-label-check`` print (and
     write to ``--json``)."""
     rows = []
-    machine = machine_description()
     if args.seg_label_check:
         result = measure_seg_label_check(rounds=args.runs)
-        print(f'CheckSegLabels on {machine}: {result["check_s"] * 1e3:.3f} ms per sample, '
-              f'the rest of the ADE20K training pipeline {result["rest_s"] * 1e3:.1f} ms: '
-              f'{100 * result["fraction"]:.2f} % (median of {result["rounds"]} rounds over '
-              f'{result["samples"]} samples of {result["image_size"]})')
+        print(f'CheckSegLabels on {cpu_name()} ({os.cpu_count()} cores; as a data-loader '
+              f'worker runs it: 1 torch thread, OpenCV unthreaded): '
+              f'{result["check_s"] * 1e3:.3f} ms per sample, the rest of the ADE20K training '
+              f'pipeline {result["rest_s"] * 1e3:.1f} ms: {100 * result["fraction"]:.2f} % '
+              f'(median of {result["rounds"]} rounds over {result["samples"]} samples of '
+              f'{result["image_size"]})')
         rows.append(dict(result, form='CheckSegLabels'))
     if args.startup:
         make_coco_scale_set(args.startup)
         found = measure_startup(args.startup, rounds=args.startup_rounds,
                                 ranks=args.startup_ranks)
         title = (f'# start-up of one-iteration runs of {osp.relpath(DEFAULT_CONFIG, ROOT)} '
-                 f'on a COCO-train2017-sized set; {machine}; median of '
-                 f'{args.startup_rounds} interleaved rounds')
+                 f'on a COCO-train2017-sized set; CPU {cpu_name()} ({os.cpu_count()} cores), '
+                 f'torch {torch.__version__}, OMP_NUM_THREADS=1 per process; median of '
+                 f'{args.startup_rounds} interleaved rounds; ratios to mmdet\'s own')
         print(format_startup_table(found, title))
         rows += found
     write_json_report(args.json, 'startup', rows)
