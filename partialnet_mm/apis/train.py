@@ -9,7 +9,7 @@ from mmengine.runner import Runner
 
 from ..runner import (DataError, check_datasets, explain_data_errors, find_resume_checkpoint,
                       amp_for_device, load_config, own_visualizer, setup_cpu_distributed)
-from ..runner.data_checks import ContentChecks
+from ..runner.data_checks import ContentChecks, paused_gc
 from ..runner.resume import check_resume_fits
 
 CfgOptions = Optional[Union[dict, Sequence[str]]]
@@ -94,7 +94,8 @@ def train(config: str, work_dir: Optional[str] = None, resume: Optional[str] = N
     (:class:`~partialnet_mm.checkpoint.CheckpointError`); a pretrained backbone checkpoint
     that is missing stops the run before the first iteration. The datasets' contents are
     checked once per dataset version (``runner.data_checks.ContentChecks``): segmentation
-    folders before anything is built, COCO files on the parse their datasets do anyway.
+    folders before anything is built, COCO files on the parse their datasets do anyway. The
+    datasets are built with cyclic garbage collection paused (``paused_gc``).
     """
     cfg = build_train_config(config, work_dir, resume, amp, auto_scale_lr, cfg_options,
                              launcher)
@@ -109,7 +110,7 @@ def train(config: str, work_dir: Optional[str] = None, resume: Optional[str] = N
     if cfg.get('resume') and cfg.get('load_from'):
         check_resume_fits(runner.model, cfg.load_from, config)
     with explain_data_errors(cfg, loaders):
-        with contents.on_dataset_parse():
+        with contents.on_dataset_parse(), paused_gc():
             build_datasets(runner)
         runner.train()
     return runner
