@@ -8,7 +8,7 @@
    (``calib_split``, spread evenly over it), each through mmdeploy's ``create_input`` (the
    config's test pipeline) and the backend model's data preprocessor, which is what the
    exported graph's input gets when mmdeploy's backend model runs it
-   (:class:`ModelInputReader`);
+   (:func:`calibration_reader`);
 3. onnxruntime's static quantization: QDQ format, int8 weights per output channel, uint8
    activations, ranges from the calibration inputs; what stays in float is
    :class:`QuantizationPolicy` (:func:`quantize_onnx`);
@@ -287,8 +287,9 @@ def dataset_metrics(model_cfg, models: Dict[str, torch.nn.Module],
                 for name, model in models.items():
                     outputs = model.test_step(copy.deepcopy(batch))
                     evaluators[name].process(data_samples=outputs, data_batch=batch)
+        # scalars only (mmseg reports numpy ones); per-class tables are left out
         return {name: {k: float(v) for k, v in ev.evaluate(len(loader.dataset)).items()
-                       if isinstance(v, (int, float))}
+                       if isinstance(v, (int, float, np.number))}
                 for name, ev in evaluators.items()}
 
 
