@@ -239,7 +239,7 @@ def validation_records(work_dir, key):
     return [r for r in records(work_dir, '*/vis_data/scalars.json') if key in r]
 
 
-def tested_metrics(test_dir, key):
+def metrics_of_test_run(test_dir, key):
     found = [r for r in records(test_dir, '*/*.json') if key in r]
     assert found, f'no {key} in the test logs of {test_dir}'
     return found[-1]
@@ -303,7 +303,7 @@ def test_shipped_config_trains_resumes_and_tests_with_both_tool_sets(family, use
         run_tool(which, library, 'test', [config, last_ckpt, '--work-dir', test_dir,
                                           *(['--cfg-options', *extra] if extra else [])],
                  user_folder)
-        tested = tested_metrics(test_dir, metric)
+        tested = metrics_of_test_run(test_dir, metric)
         for key, value in validated[-1].items():
             if key.startswith(metric.split('/')[0]) and isinstance(value, float):
                 assert tested[key] == pytest.approx(value, abs=1e-6), (which, key)
@@ -348,7 +348,7 @@ def test_amp_auto_scale_lr_and_layer_decay_train_resume_and_test(user_folder, tm
     test_dir = str(tmp_path / 'test')
     run_tool('ours', 'mmdet', 'test', [config, osp.join(work, 'epoch_2.pth'), '--work-dir',
                                        test_dir, '--cfg-options', *options], user_folder)
-    assert tested_metrics(test_dir, 'coco/segm_mAP')['coco/segm_mAP'] == pytest.approx(
+    assert metrics_of_test_run(test_dir, 'coco/segm_mAP')['coco/segm_mAP'] == pytest.approx(
         validated[-1]['coco/segm_mAP'], abs=1e-6)
 
 
