@@ -21,7 +21,8 @@ from test_mmdeploy import (DEPLOY_CONFIGS, coco_demo, mmdeploy_or_skip,  # noqa:
 
 from partialnet_mm.deploy.mmdeploy_export import ExportCheckError
 from partialnet_mm.deploy.quantize import (COMPUTE_OPS, INT8_FILE, REPORT_FILE,
-                                           Int8Tolerances, calibration_reader, check_quantized,
+                                           Int8Tolerances, QuantizationPolicy,
+                                           calibration_reader, check_quantized, cpu_has_vnni,
                                            graph_input_name, graph_layers)
 
 CLASSIFIER = osp.join(ROOT, 'configs', 'demo', 'partialnet_t0_imagenet_demo.py')
@@ -215,6 +216,16 @@ def test_first_and_last_layers_of_a_graph(tmp_path):
     module = {name: name.split('/')[1] for name in names}
     assert [module[n] for n in layers['first']] == ['stem']
     assert sorted(module[n] for n in layers['last']) == ['box', 'mask']
+
+
+def test_weights_use_7_bits_only_where_the_cpu_lacks_vnni(monkeypatch):
+    """onnxruntime's advice: 7-bit weights on x86 CPUs without VNNI; 8 bits where it is."""
+    assert QuantizationPolicy().reduce_range is (not cpu_has_vnni())
+    import partialnet_mm.deploy.quantize as quantize
+    for has_vnni in (True, False):
+        monkeypatch.setattr(quantize, 'cpu_has_vnni', lambda: has_vnni)
+        assert QuantizationPolicy().reduce_range is (not has_vnni)
+        assert QuantizationPolicy(reduce_range=has_vnni).reduce_range is has_vnni
 
 
 def test_quantize_options_belong_to_quantize():
