@@ -235,6 +235,7 @@ def test_quantize_options_belong_to_quantize():
 
 # ------------------------------------------------------------------------ slow: trained demo
 @pytest.mark.slow
+@pytest.mark.trained_exports
 def test_int8_retinanet_keeps_its_map(trained_retinanet, coco_demo, tmp_path):  # noqa: F811
     """The trained RetinaNet demo quantized on its 16 train images: its detections on the
     val images match PyTorch's, and its bbox mAP on them is within

@@ -210,6 +210,7 @@ def test_the_package_imports_without_any_library(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.installs
 @pytest.mark.parametrize('library', sorted(DEMOS))
 def test_one_library_alone_trains_its_demo(library, tmp_path):
     python = environment_with_only(library, tmp_path)

@@ -384,6 +384,7 @@ def assert_detections_agree(agreement, with_masks):
 
 
 @pytest.mark.slow
+@pytest.mark.trained_exports
 def test_retinanet_exports_and_matches_pytorch(trained_retinanet, coco_demo, tmp_path):
     mmdeploy_or_skip()
     import cv2
@@ -400,6 +401,7 @@ def test_retinanet_exports_and_matches_pytorch(trained_retinanet, coco_demo, tmp
 
 
 @pytest.mark.slow
+@pytest.mark.trained_exports
 def test_mask_rcnn_exports_and_matches_pytorch(trained_mask_rcnn, coco_demo, tmp_path):
     mmdeploy_or_skip()
     config, checkpoint = trained_mask_rcnn
@@ -411,6 +413,7 @@ def test_mask_rcnn_exports_and_matches_pytorch(trained_mask_rcnn, coco_demo, tmp
 
 
 @pytest.mark.slow
+@pytest.mark.trained_exports
 def test_rtmdet_exports_and_matches_pytorch(trained_rtmdet, coco_demo, tmp_path):
     """RTMDet (mmdeploy's static detection config: the configs pad every image to one size)
     and RTMDet-Ins (mmdeploy's own config for it, masks pasted inside the graph)."""
@@ -426,6 +429,7 @@ def test_rtmdet_exports_and_matches_pytorch(trained_rtmdet, coco_demo, tmp_path)
 
 
 @pytest.mark.slow
+@pytest.mark.trained_exports
 def test_semantic_fpn_exports_and_matches_pytorch(trained_semantic_fpn, tmp_path):
     mmdeploy_or_skip()
     config, checkpoint, data_root = trained_semantic_fpn

@@ -46,6 +46,7 @@ def install_elsewhere(wheel, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.installs
 def test_wheel_carries_every_config_the_tools_and_the_model_index(wheel):
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
@@ -61,6 +62,7 @@ def test_wheel_carries_every_config_the_tools_and_the_model_index(wheel):
 
 
 @pytest.mark.slow
+@pytest.mark.installs
 def test_installed_package_trains_a_demo_without_a_clone(wheel, tmp_path):
     """docs/installation.md: the wheel installed elsewhere, run from a folder that is not a
     checkout, mmdet's own train.py on the config shipped inside the package."""
@@ -110,6 +112,7 @@ def mim_train_and_test(cwd, env, work_dir, expected_tools_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.installs
 def test_mim_on_the_editable_install(tmp_path):
     """The README's install (tools/setup_env.sh): mim finds the checkout's tools through
     partialnet_mm/.mim."""
@@ -125,6 +128,7 @@ def test_mim_on_the_editable_install(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.installs
 def test_mim_on_an_installed_wheel(wheel, tmp_path):
     target, work, env = install_elsewhere(wheel, tmp_path)
     mim_train_and_test(str(work), env, 'work',
@@ -132,6 +136,7 @@ def test_mim_on_an_installed_wheel(wheel, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.installs
 def test_wheel_builds_with_the_setuptools_openmim_leaves(tmp_path):
     """openmim's openxlab pins setuptools 60.2 (no ``editable_mode`` on build commands yet):
     the build still works and still ships the .mim files."""
