@@ -237,6 +237,20 @@ def train_and_retest(config, work_dir, options, metric_keys, tmp_path):
         return metrics, pickle.load(f)
 
 
+def fewer_rois(model_cfg, rois: int = 64):
+    """A two-stage detector config that samples and keeps ``rois`` RoIs per image (its
+    RoI heads' work, not what the test checks: the configs' own numbers cost seconds of
+    fully connected layers per step on the CPU). One-stage configs are left as they are."""
+    train_cfg, test_cfg = model_cfg.get('train_cfg') or {}, model_cfg.get('test_cfg') or {}
+    for proposals in (train_cfg.get('rpn_proposal'), test_cfg.get('rpn')):
+        if proposals:
+            proposals.update(nms_pre=2 * rois, max_per_img=rois)
+    stages = train_cfg.get('rcnn') or []
+    for stage in stages if isinstance(stages, list) else [stages]:
+        stage.sampler.num = rois
+    return model_cfg
+
+
 def randomize_inference_state(model: nn.Module, seed: int = 0) -> nn.Module:
     """Non-trivial values for everything fusion folds: BN statistics and affines, LayerNorm
     affines, iRPE tables (convolutions keep PyTorch's default init, which is not tiny)."""

@@ -1,10 +1,11 @@
 """RetinaNet, Mask R-CNN 3x, Cascade Mask R-CNN 3x and UperNet configs for every variant: the
 recipe each states, built through the library's registry, one loss and one predict pass."""
+import copy
 import os.path as osp
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, fewer_rois
 from mmengine.config import Config
 
 from partialnet_mm import partialnet_channels
@@ -35,12 +36,13 @@ def assert_project_settings(cfg, arch):
     assert backbone.drop_path_rate == ARCH_SETTINGS[arch]['drop_path_rate']
 
 
-def build_model(cfg, scope):
-    """The config's model without its pretrained weights (none are downloaded in tests)."""
+def build_model(cfg, scope, adapt=lambda model_cfg: model_cfg):
+    """The config's model without its pretrained weights (none are downloaded in tests);
+    ``adapt`` changes a copy of the model config first."""
     from mmengine.registry import MODELS, DefaultScope
     cfg.model.backbone.init_cfg = None
     with DefaultScope.overwrite_default_scope(scope):
-        model = MODELS.build(cfg.model)
+        model = MODELS.build(adapt(copy.deepcopy(cfg.model)))
     model.init_weights()
     return model
 
@@ -79,7 +81,7 @@ def test_detection_config_states_the_recipe_builds_and_runs(pattern, arch):
         assert cfg.train_cfg.max_epochs == 12
         assert cfg.tta_model.type == 'DetTTAModel'
 
-    model = build_model(cfg, 'mmdet')
+    model = build_model(cfg, 'mmdet', fewer_rois)
     with_mask = detector_type != 'RetinaNet'
     packed = demo_mm_inputs(1, [[3, 128, 160]], num_items=[3], num_classes=80,
                             with_mask=with_mask)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, data_root_options, train_and_retest
+from conftest import ROOT, data_root_options, fewer_rois, train_and_retest
 from mmengine.config import Config
 
 from partialnet_mm import partialnet_channels
@@ -35,7 +35,7 @@ def test_real_config_builds_and_runs_loss_and_predict(arch):
     assert cfg.optim_wrapper.optimizer.type == 'AdamW'
     assert cfg.optim_wrapper.optimizer.lr == 2e-4 and cfg.optim_wrapper.clip_grad is None
     with DefaultScope.overwrite_default_scope('mmdet'):
-        model = MODELS.build(cfg.model)
+        model = MODELS.build(fewer_rois(cfg.model))
     assert model.backbone.arch_name == arch
     packed = demo_mm_inputs(2, [[3, 320, 320]] * 2, num_items=[3, 2], num_classes=80,
                             with_mask=True)
