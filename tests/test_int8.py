@@ -20,7 +20,7 @@ from test_mmdeploy import (DEPLOY_CONFIGS, coco_demo, mmdeploy_or_skip,  # noqa:
                            trained_retinanet, val_images)
 
 from partialnet_mm.deploy.mmdeploy_export import ExportCheckError
-from partialnet_mm.deploy.quantize import (COMPUTE_OPS, INT8_FILE, REPORT_FILE,
+from partialnet_mm.deploy.quantize import (COMPUTE_OPS, INT8_FILE, REPORT_FILE, WEIGHT_BITS,
                                            Int8Tolerances, QuantizationPolicy,
                                            calibration_reader, check_quantized, cpu_has_vnni,
                                            graph_input_name, graph_layers)
@@ -226,6 +226,15 @@ def test_weights_use_7_bits_only_where_the_cpu_lacks_vnni(monkeypatch):
         monkeypatch.setattr(quantize, 'cpu_has_vnni', lambda: has_vnni)
         assert QuantizationPolicy().reduce_range is (not has_vnni)
         assert QuantizationPolicy(reduce_range=has_vnni).reduce_range is has_vnni
+
+
+def test_weight_bits_option_sets_the_policy():
+    tool = load_tool('deploy')
+    for bits, reduce_range in (('7', True), ('8', False), ('auto', not cpu_has_vnni())):
+        args = tool.parse_args(['d.py', 'm.py', 'c.pth', 'i.jpg', '--quantize', 'int8',
+                                '--int8-weight-bits', bits])
+        assert QuantizationPolicy(
+            reduce_range=WEIGHT_BITS[args.int8_weight_bits]).reduce_range is reduce_range
 
 
 def test_quantize_options_belong_to_quantize():

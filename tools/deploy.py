@@ -30,7 +30,8 @@ import os
 from mmengine.config import DictAction
 
 from partialnet_mm.deploy.mmdeploy_export import deploy
-from partialnet_mm.deploy.quantize import FLOAT_LAYERS, OP_SETS, QuantizationPolicy, quantize
+from partialnet_mm.deploy.quantize import (FLOAT_LAYERS, OP_SETS, WEIGHT_BITS, QuantizationPolicy,
+                                           quantize)
 
 
 def parse_args(argv=None):
@@ -63,11 +64,16 @@ def parse_args(argv=None):
     parser.add_argument('--keep-float', nargs='*', choices=FLOAT_LAYERS,
                         default=list(QuantizationPolicy.keep_float),
                         help='--quantize: layers left in float')
+    parser.add_argument('--int8-weight-bits', choices=list(WEIGHT_BITS), default='auto',
+                        help='--quantize: 8 where this CPU has VNNI, 7 where it lacks it '
+                        '(auto), or as given for the CPU the model will run on')
     parser.add_argument('--threads', type=int, nargs='+', default=None,
                         help="--quantize: latency at these thread counts (default: torch's)")
     args = parser.parse_args(argv)
-    if not args.quantize and (args.threads or args.calib_images != 32):
-        parser.error('--threads and --calib-images belong to --quantize int8')
+    if not args.quantize and (args.threads or args.calib_images != 32
+                              or args.int8_weight_bits != 'auto'):
+        parser.error('--threads, --calib-images and --int8-weight-bits belong to --quantize '
+                     'int8')
     return args
 
 
@@ -77,7 +83,8 @@ def main(argv=None):
         report = quantize(args.deploy_cfg, args.model_cfg, args.checkpoint, args.img,
                           args.work_dir, args.device, args.test_img, args.calib_images,
                           args.calib_split, args.cfg_options,
-                          QuantizationPolicy(args.int8_ops, args.keep_float),
+                          QuantizationPolicy(args.int8_ops, args.keep_float,
+                                             reduce_range=WEIGHT_BITS[args.int8_weight_bits]),
                           timing_rounds=args.timing_rounds, threads=args.threads,
                           dump_info=args.dump_info)
         print(f'[deploy] INT8: wrote {", ".join(report["files"])}; vs PyTorch: '

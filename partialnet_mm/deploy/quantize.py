@@ -89,6 +89,10 @@ class Int8Tolerances(Tolerances):
     max_metric_drop: float = 0.02
 
 
+# ``tools/deploy.py --int8-weight-bits``: the QuantizationPolicy.reduce_range of each choice
+WEIGHT_BITS = {'auto': None, '7': True, '8': False}
+
+
 @dataclasses.dataclass
 class QuantizationPolicy:
     """What is quantized. ``ops``: ``'compute'`` quantizes :data:`COMPUTE_OPS` only
