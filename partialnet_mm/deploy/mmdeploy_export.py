@@ -270,6 +270,23 @@ def keep_or_reject(out_dir: str, work_dir: str, rejected: bool) -> List[str]:
     return moved
 
 
+def settle_check(report: Dict, out_dir: str, work_dir: str, report_file: str,
+                 failures: List[str], subject: str, figures) -> Dict:
+    """The end of a check: what ``out_dir`` holds kept in ``work_dir`` (``.rejected`` if
+    there are ``failures``), the report written to ``<work_dir>/<report_file>`` either way,
+    and if rejected an :class:`ExportCheckError`: ``subject`` (ending in "kept as"), the
+    kept files, the failures and ``figures``. Returns the report."""
+    report['files'] = keep_or_reject(out_dir, work_dir, rejected=bool(failures))
+    report['failures'] = failures
+    with open(osp.join(work_dir, report_file), 'w') as f:
+        json.dump(report, f, indent=2)
+    if failures:
+        raise ExportCheckError(
+            f'{subject} {", ".join(report["files"])}: ' + '; '.join(failures)
+            + f'. All figures: {json.dumps(figures)}')
+    return report
+
+
 def deploy(deploy_cfg: str, model_cfg: str, checkpoint: str, img: str, work_dir: str,
            device: str = 'cpu', test_img: Optional[Union[str, Sequence[str]]] = None,
            dump_info: bool = False, tolerances: Optional[Tolerances] = None,
@@ -327,13 +344,6 @@ def deploy(deploy_cfg: str, model_cfg: str, checkpoint: str, img: str, work_dir:
             seconds, pytorch_fused_over_backend=seconds['pytorch_fused'] / seconds[backend],
             threads=threads, rounds=timing_rounds,
             machine=machine_description(torch.device(device)))
-    report['files'] = keep_or_reject(out_dir, work_dir, rejected=bool(failures))
-    report['failures'] = failures
-    with open(osp.join(work_dir, REPORT_FILE), 'w') as f:
-        json.dump(report, f, indent=2)
-    if failures:
-        raise ExportCheckError(
-            f'{backend} disagrees with PyTorch on {len(images)} test image(s), the export is '
-            f'kept as {", ".join(report["files"])}: ' + '; '.join(failures)
-            + f'. All figures: {json.dumps(figures)}')
-    return report
+    return settle_check(report, out_dir, work_dir, REPORT_FILE, failures,
+                        f'{backend} disagrees with PyTorch on {len(images)} test image(s), '
+                        'the export is kept as', figures)

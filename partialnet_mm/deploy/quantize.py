@@ -28,7 +28,6 @@ mmdeploy and onnxruntime are imported inside the functions (both optional).
 """
 import copy
 import dataclasses
-import json
 import os
 import os.path as osp
 import tempfile
@@ -44,8 +43,8 @@ from ..analysis.report import machine_description
 from ..runner.config import parse_cfg_options, scope_of
 from .mmdeploy_compat import require_mmdeploy
 from .mmdeploy_export import (ExportCheckError, Tolerances, build_reference_model,
-                              compare_predictions, deploy, keep_or_reject,
-                              pin_onnxruntime_threads, predict)
+                              compare_predictions, deploy, pin_onnxruntime_threads, predict,
+                              settle_check)
 
 INT8_FILE = 'end2end.int8.onnx'
 REPORT_FILE = 'quantize_check.json'
@@ -405,16 +404,10 @@ def check_quantized(deploy_config, model_config, checkpoint: str, fp32_file: str
         report['latency'] = dict(seconds=seconds, rounds=timing_rounds,
                                  image=images[0], machine=machine_description(
                                      torch.device(device)))
-    report['files'] = keep_or_reject(unverified_dir, work_dir, rejected=bool(failures))
-    report['failures'] = failures
-    with open(osp.join(work_dir, REPORT_FILE), 'w') as f:
-        json.dump(report, f, indent=2)
-    if failures:
-        raise ExportCheckError(
-            f'the INT8 model disagrees with PyTorch beyond the INT8 tolerances, it is kept as '
-            f'{", ".join(report["files"])}: ' + '; '.join(failures)
-            + f'. All figures: {json.dumps(dict(agreement=figures, metrics=metrics))}')
-    return report
+    return settle_check(report, unverified_dir, work_dir, REPORT_FILE, failures,
+                        'the INT8 model disagrees with PyTorch beyond the INT8 tolerances, it '
+                        'is kept as',
+                        dict(agreement=figures, metrics=metrics))
 
 
 # ------------------------------------------------------------------------ the tool
